@@ -1,0 +1,121 @@
+"""The typed shape of `config.toml`.
+
+These structs are the single source of truth: the JSON Schema that validation runs (and that
+`docs/config.md` documents) is generated from them with `msgspec.json.schema`. They are frozen so
+that a reload can compare old and new sections with `==`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+# A name ends up inside MQTT topics and Home Assistant ids: lowercase, no '/', '+', '#' or spaces.
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="lowercase letters, digits, '-' and '_' (it becomes part of MQTT topics)",
+    ),
+]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Score = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeConfig(Base):
+    name: Name = "edge"
+    # Outbox, fetched models. Empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edged.
+    state_dir: str = ""
+    health_interval: Seconds = 30.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class TlsConfig(Base):
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    # Verify the broker's certificate and host name. Turn off only for a test broker.
+    verify: bool = True
+
+
+class OutboxConfig(Base):
+    # Durable messages kept in memory before they are spilled to the on-disk store.
+    memory_messages: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Bound of the on-disk store; beyond it the oldest messages are dropped and counted.
+    disk_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 256 * 1024 * 1024
+
+
+class MqttConfig(Base):
+    # mqtt://host[:port] or mqtts://host[:port] (TLS)
+    url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+/?$")] = "mqtt://127.0.0.1:1883"
+    topic_prefix: Name = "edged"
+    client_id: str = ""
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
+    publish_timeout: Seconds = 5.0
+    username: str = ""
+    # The password comes from a file, or from $CREDENTIALS_DIRECTORY/<password_credential>
+    # (systemd LoadCredential=); it is never written in config.toml.
+    password_file: str = ""
+    password_credential: str = ""
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+
+
+class HomeAssistantConfig(Base):
+    enabled: bool = False
+    discovery_prefix: Name = "homeassistant"
+
+
+class WorkerConfig(Base):
+    name: Name
+    # A path (relative to this file), or the name of a fetched model such as "yolox-nano".
+    model: str
+    backend: Literal["cpu", "ascend"] = "cpu"
+    model_format: Literal["yolox", "yolov5", "yolov8"] = "yolox"
+    # "coco" (built in) or a path to a file with one class name a line, in output order.
+    labels: str = "coco"
+    # Model input [width, height].
+    input_size: tuple[Annotated[int, msgspec.Meta(ge=32)], Annotated[int, msgspec.Meta(ge=32)]] = (
+        416,
+        416,
+    )
+    # Inference threads in the worker; each runs one inference at a time.
+    threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Accelerator device index (ascend); ignored by the cpu backend.
+    device: Annotated[int, msgspec.Meta(ge=0)] = 0
+    ready_timeout: Seconds = 120.0
+    # A worker whose inference loop shows no progress for this long is declared hung.
+    heartbeat_timeout: Seconds = 10.0
+
+
+class StreamConfig(Base):
+    name: Name
+    # rtsp://..., http(s)://..., /dev/videoN, file:PATH or a plain path (relative to this file).
+    source: str
+    worker: Name
+    # Files only: start again at the end.
+    loop: bool = False
+    # Files only: play at the file's frame rate like a camera (true), or as fast as they decode.
+    realtime: bool = True
+    # Detections a second; 0 runs the detector on every frame it can.
+    detect_fps: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # Only these labels are published; empty publishes every label.
+    labels: tuple[str, ...] = ()
+    min_score: Score = 0.4
+    # Seconds to wait before reopening a stream that failed, doubled on each failure up to 60 s.
+    reconnect_delay: Seconds = 2.0
+
+
+class Config(Base):
+    node: NodeConfig = msgspec.field(default_factory=NodeConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
+    workers: tuple[WorkerConfig, ...] = ()
+    streams: tuple[StreamConfig, ...] = ()

@@ -1,0 +1,1 @@
+"""Known models that `edged models fetch` can download, and where fetched models live."""
