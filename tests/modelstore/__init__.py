@@ -1,0 +1,1 @@
+"""Tests of `edged models fetch` and the model store."""
