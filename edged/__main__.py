@@ -2,4 +2,6 @@
 
 from edged.cli import main
 
-raise SystemExit(main())
+# The guard matters: spawned workers import the parent's __main__ module as __mp_main__.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,21 +29,21 @@ class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
 # --- supervisor -> worker -------------------------------------------------------------------
 
 
-class StartStream(_Msg):
+class StartStream(_Msg, frozen=True):
     stream: StreamConfig
 
 
-class UpdateStream(_Msg):
+class UpdateStream(_Msg, frozen=True):
     """New thresholds, labels or detect_fps for a running stream; nothing is reopened."""
 
     stream: StreamConfig
 
 
-class StopStream(_Msg):
+class StopStream(_Msg, frozen=True):
     name: str
 
 
-class Shutdown(_Msg):
+class Shutdown(_Msg, frozen=True):
     pass
 
 
@@ -56,7 +56,6 @@ class WorkerSpec(msgspec.Struct, frozen=True):
     worker: WorkerConfig
     streams: tuple[StreamConfig, ...]
     log_level: str = "info"
-    log_json: bool = False
     # Seconds between heartbeats from the inference loop (when it is progressing).
     heartbeat_interval: float = 1.0
     metrics_interval: float = 2.0
@@ -65,7 +64,7 @@ class WorkerSpec(msgspec.Struct, frozen=True):
 # --- worker -> supervisor -------------------------------------------------------------------
 
 
-class Ready(_Msg):
+class Ready(_Msg, frozen=True):
     pid: int
     backend: str
     model: str
@@ -82,7 +81,7 @@ class Detection(msgspec.Struct, array_like=True, frozen=True):
     box: tuple[float, float, float, float]
 
 
-class Result(_Msg):
+class Result(_Msg, frozen=True):
     stream: str
     frame: int
     # wall-clock seconds (time.time()) when the frame left the decoder
@@ -93,13 +92,13 @@ class Result(_Msg):
     detections: tuple[Detection, ...]
 
 
-class Heartbeat(_Msg):
+class Heartbeat(_Msg, frozen=True):
     """Sent by the inference loop itself: it proves progress, not just that a timer ticks."""
 
     progress: int
 
 
-class StreamState(_Msg):
+class StreamState(_Msg, frozen=True):
     stream: str
     status: Literal["starting", "online", "offline", "ended"]
     reason: str = ""
@@ -114,13 +113,13 @@ class StreamCounters(msgspec.Struct, array_like=True, frozen=True):
     reconnects: int
 
 
-class Metrics(_Msg):
+class Metrics(_Msg, frozen=True):
     streams: tuple[StreamCounters, ...]
     # inference milliseconds of the frames since the last Metrics (a small sample)
     infer_ms: tuple[float, ...]
 
 
-class Error(_Msg):
+class Error(_Msg, frozen=True):
     message: str
     fatal: bool = False
 

@@ -28,7 +28,7 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     pass
 
 
-class NodeConfig(Base):
+class NodeConfig(Base, frozen=True):
     name: Name = "edge"
     # Outbox, fetched models. Empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edged.
     state_dir: str = ""
@@ -36,7 +36,7 @@ class NodeConfig(Base):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class TlsConfig(Base):
+class TlsConfig(Base, frozen=True):
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -44,14 +44,14 @@ class TlsConfig(Base):
     verify: bool = True
 
 
-class OutboxConfig(Base):
+class OutboxConfig(Base, frozen=True):
     # Durable messages kept in memory before they are spilled to the on-disk store.
     memory_messages: Annotated[int, msgspec.Meta(ge=1)] = 1000
     # Bound of the on-disk store; beyond it the oldest messages are dropped and counted.
     disk_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 256 * 1024 * 1024
 
 
-class MqttConfig(Base):
+class MqttConfig(Base, frozen=True):
     # mqtt://host[:port] or mqtts://host[:port] (TLS)
     url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+/?$")] = "mqtt://127.0.0.1:1883"
     topic_prefix: Name = "edged"
@@ -68,12 +68,12 @@ class MqttConfig(Base):
     outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
 
 
-class HomeAssistantConfig(Base):
+class HomeAssistantConfig(Base, frozen=True):
     enabled: bool = False
     discovery_prefix: Name = "homeassistant"
 
 
-class WorkerConfig(Base):
+class WorkerConfig(Base, frozen=True):
     name: Name
     # A path (relative to this file), or the name of a fetched model such as "yolox-nano".
     model: str
@@ -95,7 +95,7 @@ class WorkerConfig(Base):
     heartbeat_timeout: Seconds = 10.0
 
 
-class StreamConfig(Base):
+class StreamConfig(Base, frozen=True):
     name: Name
     # rtsp://..., http(s)://..., /dev/videoN, file:PATH or a plain path (relative to this file).
     source: str
@@ -113,7 +113,7 @@ class StreamConfig(Base):
     reconnect_delay: Seconds = 2.0
 
 
-class Config(Base):
+class Config(Base, frozen=True):
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)

@@ -39,7 +39,8 @@ def resolve_model(model: str, base: Path, state_dir: Path) -> tuple[str, str]:
     path = (base / model).resolve()
     if not path.is_file():
         known = ", ".join(sorted(CATALOG))
-        return str(path), f"expected a model file or a fetched model name ({known}); {path} not found"
+        why = f"expected a model file or a fetched model name ({known}); {path} not found"
+        return str(path), why
     return str(path), ""
 
 

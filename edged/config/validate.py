@@ -141,6 +141,7 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
     path = list(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
+    value: Any = error.validator_value
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         known = set(allowed)
@@ -150,24 +151,24 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
         return
     if kind == "required":
         instance = error.instance if isinstance(error.instance, dict) else {}
-        for key in error.validator_value:
+        for key in value:
             if key not in instance:
                 yield _key_path([*path, key]), "missing; this key is required"
         return
     got = f"got {error.instance!r}"
     if kind == "type":
-        expected = error.validator_value
+        expected = value
         if isinstance(expected, list):
             expected = " or ".join(expected)
         message = f"expected {expected}, {got}"
     elif kind == "enum":
-        options = ", ".join(repr(v) for v in error.validator_value)
+        options = ", ".join(repr(v) for v in value)
         message = f"expected one of {options}, {got}"
     elif kind == "pattern":
         message = f"expected {schema.get('description') or 'a string matching ' + kind}, {got}"
     elif kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-        message = f"expected a number {sign[kind]} {error.validator_value}, {got}"
+        message = f"expected a number {sign[kind]} {value}, {got}"
     elif kind in ("minItems", "maxItems"):
         message = f"expected {len(schema.get('prefixItems', [])) or 'more'} items, {got}"
     else:
@@ -212,7 +213,8 @@ def _resolve_and_check(parts: _Parts, base: Path, problems: list[tuple[str, str]
         key = f"streams[{i}]"
         if stream.worker not in labels_of:
             names = ", ".join(repr(w.name) for _, w in workers) or "none defined"
-            problems.append((f"{key}.worker", f"no worker named {stream.worker!r} (workers: {names})"))
+            why = f"no worker named {stream.worker!r} (workers: {names})"
+            problems.append((f"{key}.worker", why))
         known = labels_of.get(stream.worker)
         if known is not None:
             for j, label in enumerate(stream.labels):
@@ -235,7 +237,8 @@ def _resolve_mqtt(mqtt: MqttConfig, base: Path, problems: list[tuple[str, str]])
         if value:
             path = (base / value).resolve()
             if not path.is_file():
-                problems.append((f"mqtt.tls.{field}", f"expected a readable file, {path} not found"))
+                why = f"expected a readable file, {path} not found"
+                problems.append((f"mqtt.tls.{field}", why))
             tls = msgspec.structs.replace(tls, **{field: str(path)})
     if (tls.cert_file == "") != (tls.key_file == ""):
         problems.append(("mqtt.tls", "cert_file and key_file go together"))

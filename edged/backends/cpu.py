@@ -1,0 +1,60 @@
+"""The CPU backend: ONNX Runtime on the CPU execution provider. Runs in a worker process.
+
+Each inference loop calls `infer` from its own thread; ONNX Runtime sessions are thread-safe and
+release the GIL while they run. One intra-op thread per call: on a small box parallelism comes
+from running several frames at once (one loop per core), which costs less than splitting one
+frame's work across threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edged.backends.base import BackendError
+from edged.config.model import WorkerConfig
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def __init__(self, worker: WorkerConfig) -> None:
+        self._worker = worker
+        self._session: Any = None
+        self._input = ""
+        self.providers: tuple[str, ...] = ()
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(
+                self._worker.model, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own untyped errors for bad files
+            raise BackendError(f"cannot load model {self._worker.model}: {exc}") from exc
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise BackendError(f"model has {len(inputs)} inputs; expected one image input")
+        shape = inputs[0].shape
+        width, height = self._worker.input_size
+        if len(shape) != 4 or shape[2:] != [height, width]:
+            raise BackendError(
+                f"model input shape is {shape}; config input_size [{width}, {height}] "
+                f"expects [1, 3, {height}, {width}]"
+            )
+        self._session = session
+        self._input = inputs[0].name
+        self.providers = tuple(session.get_providers())
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        output: np.ndarray = self._session.run(None, {self._input: tensor})[0]
+        return output
+
+    def close(self) -> None:
+        self._session = None

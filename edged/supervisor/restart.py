@@ -1,0 +1,92 @@
+"""Restart decisions for crashed or hung workers: pure logic on an injected clock.
+
+Runs in the supervisor. Exponential backoff with jitter on the monotonic clock; a budget of
+restarts per window, after which the worker is reported `failed` and retried only at a slow
+cadence. A worker that stayed up for a while earns its fast restarts back.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: float = 0.2  # +-20 % so workers that died together do not restart in lockstep
+    budget: int = 5  # restarts allowed in `window` seconds before the worker is failed
+    window: float = 300.0
+    failed_retry: float = 300.0  # the slow cadence once failed
+    boot_error_delay: float = 5.0  # a model that did not load will not load in 0.5 s either
+    stable_after: float = 60.0  # up this long: the next crash starts the backoff afresh
+
+
+@dataclass(frozen=True)
+class Decision:
+    failed: bool
+    delay: float
+
+
+@dataclass
+class RestartTracker:
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    clock: Callable[[], float] = time.monotonic
+    rng: Callable[[], float] = random.random
+    _restarts: deque[float] = field(default_factory=deque)
+    _consecutive: int = 0
+    _up_since: float | None = None
+
+    def started(self) -> None:
+        """The worker reported ready."""
+        self._up_since = self.clock()
+
+    def exited(self, *, boot_error: bool) -> Decision:
+        """The worker is gone: decide how long to wait before starting it again."""
+        now = self.clock()
+        p = self.policy
+        if self._up_since is not None and now - self._up_since >= p.stable_after:
+            self._consecutive = 0
+        self._up_since = None
+        while self._restarts and now - self._restarts[0] > p.window:
+            self._restarts.popleft()
+        self._restarts.append(now)
+        if len(self._restarts) > p.budget:
+            return Decision(failed=True, delay=p.failed_retry)
+        delay = min(p.max_delay, p.initial_delay * 2**self._consecutive)
+        if boot_error:
+            delay = max(delay, p.boot_error_delay)
+        self._consecutive += 1
+        spread = 1.0 + p.jitter * (2.0 * self.rng() - 1.0)
+        return Decision(failed=False, delay=delay * spread)
+
+    @property
+    def restarts_in_window(self) -> int:
+        return len(self._restarts)
+
+
+def describe_exit(exitcode: int | None, boot_error_code: int) -> str:
+    """Say in words why a worker process ended."""
+    if exitcode is None:
+        return "still running"
+    if exitcode == 0:
+        return "exited cleanly"
+    if exitcode == boot_error_code:
+        return f"exit code {exitcode}: could not load its model or open its device"
+    if exitcode < 0:
+        sig = -exitcode
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        if sig == signal.SIGKILL:
+            return f"killed by {name} (out of memory? see `dmesg` / `journalctl -k`)"
+        if sig == signal.SIGABRT:
+            return f"aborted by {name} (its stack traces are in the log above)"
+        return f"killed by {name}"
+    return f"exit code {exitcode}"

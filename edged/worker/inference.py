@@ -1,0 +1,114 @@
+"""Inference loops: take a decoded frame, letterbox, infer, decode boxes, send the result up.
+
+Runs in a worker process, one thread per configured inference thread. These loops are the work
+the supervisor's heartbeat deadline watches: they send the heartbeats themselves, and only while
+every loop shows progress, so a wedged inference stops the heartbeats and gets the worker
+replaced. An exception in one frame is logged and counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import structlog
+
+from edged.backends.base import Backend
+from edged.protocol import Detection, Heartbeat, Result
+from edged.worker.board import FrameBoard
+from edged.worker.channel import ChannelClosed, WorkerChannel
+from edged.worker.detector import Detector
+
+log = structlog.get_logger(__name__)
+
+
+class Progress:
+    """Per-loop progress marks; a heartbeat goes up only while all loops are moving."""
+
+    def __init__(self, loops: int, channel: WorkerChannel, interval: float, stall: float) -> None:
+        now = time.monotonic()
+        self._last = [now] * loops
+        self._channel = channel
+        self._interval = interval
+        self._stall = stall
+        self._sent = 0.0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def mark(self, loop: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._last[loop] = now
+            self._count += 1
+            if now - self._sent < self._interval or now - min(self._last) > self._stall:
+                return
+            self._sent = now
+            count = self._count
+        self._channel.send(Heartbeat(count))
+
+
+class InferenceLoop:
+    def __init__(
+        self,
+        index: int,
+        board: FrameBoard,
+        backend: Backend,
+        detector: Detector,
+        channel: WorkerChannel,
+        progress: Progress,
+        infer_ms: deque[float],
+    ) -> None:
+        self._index = index
+        self._board = board
+        self._backend = backend
+        self._detector = detector.clone()  # own letterbox buffers: loops run concurrently
+        self._channel = channel
+        self._progress = progress
+        self._infer_ms = infer_ms
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"infer:{index}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            packet = self._board.take(timeout=0.25)
+            if packet is not None:
+                try:
+                    self._process(packet.source, packet.index, packet.capture_ts, packet.image)
+                except ChannelClosed:
+                    return
+                except Exception:
+                    log.exception("frame failed", stream=packet.source.name, frame=packet.index)
+            try:
+                self._progress.mark(self._index)
+            except ChannelClosed:
+                return
+
+    def _process(self, source, index, capture_ts, image) -> None:  # type: ignore[no-untyped-def]
+        height, width = image.shape[:2]
+        try:
+            tensor, scale = self._detector.preprocess(image)
+        finally:
+            source.release(image)
+        started = time.perf_counter()
+        output = self._backend.infer(tensor)
+        infer_ms = (time.perf_counter() - started) * 1000.0
+        config = source.config
+        found = self._detector.postprocess(output, scale, width, height, config.min_score)
+        wanted = set(config.labels)
+        detections = tuple(
+            Detection(label, class_id, round(score, 4), box)
+            for label, class_id, score, box in found
+            if not wanted or label in wanted
+        )
+        source.count_processed()
+        self._infer_ms.append(infer_ms)
+        self._channel.send(
+            Result(source.name, index, capture_ts, width, height, round(infer_ms, 2), detections)
+        )

@@ -1,0 +1,108 @@
+"""A running worker: its stream sources, inference loops and metrics reporter.
+
+Runs in a worker process; driven by the main thread, which handles the supervisor's messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+
+import structlog
+
+from edged.backends.base import Backend
+from edged.config.model import StreamConfig
+from edged.protocol import Metrics, StreamCounters, StreamState, WorkerSpec
+from edged.worker.board import FrameBoard
+from edged.worker.channel import ChannelClosed, WorkerChannel
+from edged.worker.detector import Detector
+from edged.worker.inference import InferenceLoop, Progress
+from edged.worker.sources import StreamSource
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(
+        self, spec: WorkerSpec, backend: Backend, detector: Detector, channel: WorkerChannel
+    ) -> None:
+        self._spec = spec
+        self._channel = channel
+        self._board = FrameBoard()
+        self._sources: dict[str, StreamSource] = {}
+        self._infer_ms: deque[float] = deque(maxlen=1024)
+        loops = spec.worker.threads
+        # A loop that shows no progress for half the supervisor's deadline withholds the
+        # heartbeat, so the supervisor sees the hang well inside its deadline.
+        stall = max(spec.heartbeat_interval * 2, spec.worker.heartbeat_timeout / 2)
+        progress = Progress(loops, channel, spec.heartbeat_interval, stall)
+        self._loops = [
+            InferenceLoop(i, self._board, backend, detector, channel, progress, self._infer_ms)
+            for i in range(loops)
+        ]
+        self._stop = threading.Event()
+        self._metrics = threading.Thread(target=self._report, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        for loop in self._loops:
+            loop.start()
+        for stream in self._spec.streams:
+            self.start_stream(stream)
+        self._metrics.start()
+
+    def start_stream(self, config: StreamConfig) -> None:
+        if config.name in self._sources:
+            self.stop_stream(config.name)
+        source = StreamSource(config, self._board, self._send_status)
+        self._sources[config.name] = source
+        source.start()
+        log.info("stream started", stream=config.name, source=config.source)
+
+    def update_stream(self, config: StreamConfig) -> None:
+        source = self._sources.get(config.name)
+        if source is None or source.config.source != config.source:
+            self.start_stream(config)
+            return
+        source.config = config
+        log.info("stream updated", stream=config.name)
+
+    def stop_stream(self, name: str) -> None:
+        source = self._sources.pop(name, None)
+        if source is not None:
+            source.stop()
+            log.info("stream stopped", stream=name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for source in self._sources.values():
+            source.stop()
+        self._board.close()
+        for loop in self._loops:
+            loop.stop()
+        for loop in self._loops:
+            loop.thread.join(2.0)
+
+    def _send_status(self, stream: str, status: str, reason: str) -> None:
+        with contextlib.suppress(ChannelClosed):
+            self._channel.send(StreamState(stream, status, reason))  # type: ignore[arg-type]
+
+    def _report(self) -> None:
+        while not self._stop.wait(self._spec.metrics_interval):
+            sample = tuple(self._infer_ms)
+            self._infer_ms.clear()
+            counters = tuple(
+                StreamCounters(
+                    s.name,
+                    s.frames_in,
+                    s.frames_processed,
+                    s.frames_dropped,
+                    s.decode_errors,
+                    s.reconnects,
+                )
+                for s in list(self._sources.values())
+            )
+            try:
+                self._channel.send(Metrics(counters, sample))
+            except ChannelClosed:
+                return
