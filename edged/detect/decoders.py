@@ -19,7 +19,8 @@ from edged.detect.nms import nms
 
 FloatArray = NDArray[np.float32]
 
-# Bounds NMS work when a low threshold lets thousands of rows through.
+# Bounds NMS work (a KxK overlap matrix, ~6 ms at K = 1000) when a very low score threshold
+# lets thousands of rows through.
 PRE_NMS_TOP_K = 1000
 YOLOX_STRIDES = (8, 16, 32)
 

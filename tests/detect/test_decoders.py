@@ -126,3 +126,14 @@ def test_output_of_the_wrong_layout_is_refused_with_its_shape(
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="yolov7"):
         make_decoder("yolov7", (416, 416), 80)
+
+
+def test_only_the_best_thousand_candidates_enter_nms() -> None:
+    # 1600 disjoint 4x4 boxes on a 40x40 lattice, each with its own score.
+    out = np.zeros((1, 1600, 6), np.float32)
+    for i in range(1600):
+        out[0, i] = [5 + (i % 40) * 10, 5 + (i // 40) * 10, 4, 4, 1.0, 0.2 + i / 2000]
+    decode = make_decoder("yolov5", (416, 416), 1, max_detections=2000)
+    det = decode(out, 1.0, 416, 416, 0.1)
+    assert len(det) == 1000
+    assert det.scores.min() == pytest.approx(0.2 + 600 / 2000)

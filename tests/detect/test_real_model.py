@@ -14,7 +14,7 @@ import pytest
 
 from edged.detect.decoders import Detections
 from edged.detect.labels import COCO
-from tests.detect.conftest import Detect, load_image
+from tests.detect.layouts import Detect, load_image
 
 FORMATS = ["yolox", "yolov5", "yolov8"]
 
