@@ -95,6 +95,7 @@ class WorkerHandle:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._exited: asyncio.Future[None] | None = None
+        self._restart_requested = False
         self._log = log.bind(worker=config.name)
 
     def __repr__(self) -> str:
@@ -121,6 +122,8 @@ class WorkerHandle:
         """A changed model or backend: stop this worker's process and start it with `config`."""
         self.config = config
         self.tracker = RestartTracker(self.tracker.policy)
+        # Only a running process is ended on purpose; one in backoff simply starts sooner.
+        self._restart_requested = self._process is not None and self._process.is_alive()
         self._terminate_current("config changed")
         self._wake.set()
 
@@ -160,6 +163,10 @@ class WorkerHandle:
             exitcode = await self._run_once()
             if self._stopping.is_set():
                 return
+            if self._restart_requested:
+                # Asked for (a changed model or backend): not a crash, no backoff.
+                self._restart_requested = False
+                continue
             boot_error = exitcode == EXIT_BOOT_ERROR
             decision = self.tracker.exited(boot_error=boot_error)
             self.restarts += 1

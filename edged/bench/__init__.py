@@ -1,0 +1,1 @@
+"""`edged bench`: measures the parts, computes the machine's limit, runs the real daemon."""

@@ -1,0 +1,102 @@
+"""The `edged` command line: run, check-config, models, bench.
+
+Runs in the supervisor process (or a short-lived command). Exit codes: 0 ok, 1 failure at run
+time, 2 a config or usage error (systemd's Restart=on-failure then leaves a typo alone only
+after StartLimitBurst).
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edged import __version__
+
+DEFAULT_CONFIG = "/etc/edged/config.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description="Edge video analytics daemon.")
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="config file")
+    run.add_argument(
+        "--print", action="store_true", help="also write every published message to stdout"
+    )
+    run.set_defaults(func=_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=_check_config)
+
+    from edged.modelstore.command import register as register_models
+
+    register_models(sub)
+
+    from edged.bench.command import register as register_bench
+
+    register_bench(sub)
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edged.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); the config was not accepted", file=sys.stderr)
+        return 2
+    print(
+        f"{args.config}: ok ({len(config.workers)} workers, {len(config.streams)} streams)",
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edged.config import ConfigError, load_config
+    from edged.logs import configure_logging
+    from edged.systemd.notify import Notifier
+
+    # Built first: it takes NOTIFY_SOCKET out of the environment before any worker is spawned.
+    notifier = Notifier()
+    # A watchdog SIGABRT (or any fatal signal) prints every thread's stack to the journal.
+    faulthandler.enable()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        configure_logging("info", process="supervisor")
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    configure_logging(config.node.log_level, process="supervisor")
+
+    import uvloop
+
+    from edged.supervisor.daemon import Supervisor
+    from edged.supervisor.echo import stdout_echo
+
+    supervisor = Supervisor(
+        Path(args.config).resolve(),
+        config,
+        notifier=notifier,
+        echo=stdout_echo if args.print else None,
+    )
+    return uvloop.run(supervisor.run())

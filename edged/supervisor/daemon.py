@@ -1,0 +1,317 @@
+"""The supervisor: `edged run`. One asyncio process, under systemd, that never touches a frame.
+
+It owns the worker handles, the MQTT publisher and the health reporter, and handles signals by
+name on its own loop: SIGTERM/SIGINT stop everything in order and exit 0 (a second one kills
+what is left at once), SIGHUP reloads the config. If the supervisor itself dies, each worker sees
+EOF on its pipe and exits; systemd's KillMode=mixed cleans up anything left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from edged.config import Config, ConfigError, StreamConfig, WorkerConfig, load_config
+from edged.config.diff import ConfigDiff, diff_configs
+from edged.detect.labels import load_labels
+from edged.logs import configure_logging
+from edged.mqtt.publisher import Publisher
+from edged.protocol import Metrics, Result, StreamState, Up
+from edged.supervisor.handle import WorkerEvents, WorkerHandle, WorkerState
+from edged.supervisor.health import HealthTracker
+from edged.supervisor.restart import RestartPolicy
+from edged.systemd.notify import Notifier
+
+log = structlog.get_logger(__name__)
+
+STOP_GRACE_S = 5.0
+# READY=1 waits this long for the broker; after that edged runs and keeps events in the outbox.
+MQTT_READY_GRACE_S = 10.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        notifier: Notifier,
+        echo: Callable[[str, bytes], None] | None = None,
+        policy: RestartPolicy | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.generation = 1
+        self.config_hash = _file_hash(config_path)
+        self._notifier = notifier
+        self._policy = policy
+        self._publisher = Publisher(
+            config.mqtt, config.node, config.homeassistant, Path(config.node.state_dir), echo=echo
+        )
+        self._health = HealthTracker()
+        self._handles: dict[str, WorkerHandle] = {}
+        self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
+        self._ready = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status = ""
+
+    # --- the main task ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._signals.put_nowait, sig)
+        log.info("edged starting", config=str(self.config_path), generation=self.generation)
+        self._spawn_task(self._publisher.run(), "mqtt")
+        self._publish_config_state(ok=True, errors=[])
+        self._publisher.set_streams(self.config.streams, self._labels_of(self.config))
+        for worker in self.config.workers:
+            self._add_worker(worker)
+        self._spawn_task(self._announce_ready(), "startup")
+        self._spawn_task(self._health_loop(), "health")
+        self._spawn_task(self._reload_loop(), "reload")
+        if self._notifier.watchdog_interval:
+            self._spawn_task(self._watchdog(self._notifier.watchdog_interval), "watchdog")
+        while True:
+            sig = await self._signals.get()
+            if sig is signal.SIGHUP:
+                self._reload_wanted.set()
+                continue
+            log.info("stopping", signal=sig.name)
+            break
+        await self._shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        return 0
+
+    def _spawn_task(self, coro: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _shutdown(self) -> None:
+        self._notifier.stopping("stopping")
+        for task in self._tasks:
+            if task.get_name() != "mqtt":
+                task.cancel()
+        # A second SIGTERM/SIGINT while stopping: kill the workers now rather than wait.
+        hurry = asyncio.create_task(self._second_signal(), name="second-signal")
+        await asyncio.gather(*(h.stop(STOP_GRACE_S) for h in self._handles.values()))
+        hurry.cancel()
+        for name in self._health.streams:
+            self._publish_stream_status(name, "offline", "edged stopped")
+        await self._publisher.stop(flush_timeout=2.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("edged stopped")
+
+    async def _second_signal(self) -> None:
+        while True:
+            sig = await self._signals.get()
+            if sig is not signal.SIGHUP:
+                log.warning("second signal while stopping; killing workers now", signal=sig.name)
+                for handle in self._handles.values():
+                    handle.kill_now()
+
+    # --- workers and their messages -----------------------------------------------------------
+
+    def _add_worker(self, worker: WorkerConfig) -> None:
+        streams = {s.name: s for s in self.config.streams if s.worker == worker.name}
+        for name in streams:
+            self._health.track_stream(name, worker.name)
+        handle = WorkerHandle(
+            worker,
+            streams,
+            WorkerEvents(self._on_message, self._on_worker_state),
+            log_level=self.config.node.log_level,
+            policy=self._policy,
+        )
+        self._handles[worker.name] = handle
+        handle.start()
+
+    def _on_message(self, handle: WorkerHandle, message: Up) -> None:
+        if isinstance(message, Result):
+            if message.stream in handle.streams:
+                self._publisher.publish_detections(message.stream, message)
+                self._health.on_result(message, time.time())
+        elif isinstance(message, Metrics):
+            self._health.on_metrics(handle.config.name, message)
+        elif isinstance(message, StreamState) and self._health.on_stream_state(message):
+            self._publish_stream_status(message.stream, message.status, message.reason)
+            self._update_status()
+
+    def _on_worker_state(self, handle: WorkerHandle) -> None:
+        if handle.state is not WorkerState.READY:
+            self._health.worker_gone(handle.config.name)
+            for name, stream in self._health.streams.items():
+                if stream.worker == handle.config.name:
+                    self._publish_stream_status(
+                        name, "failed" if handle.state is WorkerState.FAILED else stream.status,
+                        stream.reason,
+                    )
+        self._state_changed.set()
+        self._update_status()
+
+    def _publish_stream_status(self, stream: str, status: str, reason: str) -> None:
+        worker = self._health.streams[stream].worker if stream in self._health.streams else ""
+        self._publisher.set_state(
+            f"{stream}/status", {"stream": stream, "status": status, "reason": reason,
+                                 "worker": worker}
+        )
+
+    # --- startup, watchdog, health ------------------------------------------------------------
+
+    async def _announce_ready(self) -> None:
+        settled = (WorkerState.READY, WorkerState.FAILED)
+        while not all(h.state in settled for h in self._handles.values()):
+            # Model loads can outlast TimeoutStartSec; tell systemd we are still making progress.
+            self._notifier.extend_timeout(30.0)
+            self._state_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), 10.0)
+        deadline = time.monotonic() + MQTT_READY_GRACE_S
+        while not self._publisher.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        self._ready.set()
+        self._notifier.ready(self._update_status())
+        log.info("edged ready", status=self._status)
+
+    def _healthy(self) -> bool:
+        """Worth a watchdog ping: the publisher task runs and no ready worker has gone silent."""
+        if not self._publisher.alive():
+            return False
+        for handle in self._handles.values():
+            age = handle.heartbeat_age()
+            if age is not None and age > handle.config.heartbeat_timeout:
+                return False
+        return all(not t.done() for t in self._tasks)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            if self._healthy():
+                self._notifier.watchdog()
+            else:
+                log.warning("withholding watchdog ping: a worker or the publisher is stuck")
+            await asyncio.sleep(interval)
+
+    async def _health_loop(self) -> None:
+        await self._ready.wait()
+        while True:
+            snapshot = self._health.snapshot(
+                self._handles, self.generation, self._publisher.stats()
+            )
+            self._publisher.set_state("health", snapshot)
+            self._update_status()
+            await asyncio.sleep(self.config.node.health_interval)
+
+    def _update_status(self) -> str:
+        handles = self._handles.values()
+        ready = sum(h.state is WorkerState.READY for h in handles)
+        online = sum(s.status == "online" for s in self._health.streams.values())
+        mqtt = "connected" if self._publisher.connected else "not connected"
+        status = (
+            f"{ready}/{len(self._handles)} workers ready, {online}/{len(self._health.streams)} "
+            f"streams online, mqtt {mqtt}, config gen {self.generation}"
+        )
+        if status != self._status and self._ready.is_set():
+            self._notifier.status(status)
+        self._status = status
+        return status
+
+    # --- reload -------------------------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        await self._ready.wait()  # a SIGHUP during startup waits for it, then applies
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()  # SIGHUPs that arrive meanwhile coalesce into one more
+            await self._reload()
+
+    async def _reload(self) -> None:
+        self._notifier.reloading("reloading config")
+        loop = asyncio.get_running_loop()
+        try:
+            # Reading and checking files (models, sources) is disk I/O: off the loop.
+            new = await loop.run_in_executor(None, load_config, self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config rejected", key=problem.key, problem=problem.message,
+                          file=problem.file)
+            errors = [str(p) for p in exc.problems]
+            self._publish_config_state(ok=False, errors=errors)
+            status = f"reload failed: {errors[0]}; running config gen {self.generation}"
+            self._notifier.ready(status[:400])
+            return
+        diff = diff_configs(self.config, new)
+        for key in diff.requires_restart:
+            log.warning("setting changes only after a restart", key=key)
+        await self._apply(diff, new)
+        self.config = new
+        self.generation += 1
+        self.config_hash = _file_hash(self.config_path)
+        self._publish_config_state(ok=True, errors=[], changed=diff.summary())
+        log.info("config reloaded", generation=self.generation, changes=diff.summary())
+        self._notifier.ready(self._update_status())
+
+    async def _apply(self, diff: ConfigDiff, new: Config) -> None:
+        if new.node.log_level != self.config.node.log_level:
+            configure_logging(new.node.log_level, process="supervisor")
+        for stream in diff.streams_removed:
+            handle = self._handles.get(stream.worker)
+            if handle is not None:
+                handle.remove_stream(stream.name)
+            self._health.forget_stream(stream.name)
+            self._publish_stream_status(stream.name, "removed", "not in the config any more")
+        for name in diff.workers_removed:
+            await self._handles.pop(name).stop(STOP_GRACE_S)
+        self.config = new  # new workers take their streams from the new config
+        for worker in diff.workers_restarted:
+            handle = self._handles[worker.name]
+            handle.streams = {s.name: s for s in new.streams if s.worker == worker.name}
+            handle.restart_with(worker)
+        for worker in diff.workers_added:
+            self._add_worker(worker)
+        for stream in (*diff.streams_added, *diff.streams_updated):
+            self._health.track_stream(stream.name, stream.worker)
+            self._handles[stream.worker].set_stream(stream)
+        if diff.mqtt_changed:
+            await self._publisher.reconfigure(new.mqtt, new.node, new.homeassistant)
+        self._publisher.set_streams(new.streams, self._labels_of(new))
+
+    def _publish_config_state(self, *, ok: bool, errors: list[str], changed: str = "") -> None:
+        self._publisher.set_state(
+            "config",
+            {
+                "generation": self.generation,
+                "hash": self.config_hash,
+                "ok": ok,
+                "errors": errors,
+                "changed": changed,
+                "file": str(self.config_path),
+            },
+        )
+
+    @staticmethod
+    def _labels_of(config: Config) -> dict[str, tuple[str, ...]]:
+        labels = {w.name: load_labels(w.labels) for w in config.workers}
+        return {s.name: s.labels or labels[s.worker] for s in config.streams}
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def streams_of(config: Config, worker: str) -> list[StreamConfig]:
+    return [s for s in config.streams if s.worker == worker]

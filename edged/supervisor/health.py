@@ -1,0 +1,177 @@
+"""Health figures: per stream, per worker and for the daemon, published every health_interval.
+
+Runs in the supervisor's event loop. It only counts what workers report (small messages) and reads
+process figures (RSS, CPU %) from /proc through psutil, which costs microseconds, never frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from edged import __version__
+from edged.protocol import Metrics, Result, StreamCounters, StreamState
+from edged.supervisor.handle import WorkerHandle
+
+LATENCY_SAMPLES = 2048
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by nearest rank; None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))
+    return round(ordered[rank], 2)
+
+
+@dataclass
+class StreamHealth:
+    worker: str
+    status: str = "starting"
+    reason: str = ""
+    counters: StreamCounters | None = None
+    previous: StreamCounters | None = None
+    previous_at: float = field(default_factory=time.monotonic)
+    # capture -> publish, milliseconds, the most recent samples
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+
+
+@dataclass
+class WorkerHealth:
+    infer_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    process: psutil.Process | None = None
+
+
+class HealthTracker:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.streams: dict[str, StreamHealth] = {}
+        self.workers: dict[str, WorkerHealth] = {}
+
+    def track_stream(self, name: str, worker: str) -> None:
+        if name not in self.streams or self.streams[name].worker != worker:
+            self.streams[name] = StreamHealth(worker)
+
+    def forget_stream(self, name: str) -> None:
+        self.streams.pop(name, None)
+
+    def on_result(self, result: Result, published_at: float) -> None:
+        stream = self.streams.get(result.stream)
+        if stream is not None:
+            stream.latency_ms.append((published_at - result.capture_ts) * 1000.0)
+
+    def on_stream_state(self, message: StreamState) -> bool:
+        """Record a stream's status; True when it changed (worth a retained status message)."""
+        stream = self.streams.get(message.stream)
+        if stream is None or (stream.status, stream.reason) == (message.status, message.reason):
+            return False
+        stream.status, stream.reason = message.status, message.reason
+        return True
+
+    def on_metrics(self, worker: str, message: Metrics) -> None:
+        self.workers.setdefault(worker, WorkerHealth()).infer_ms.extend(message.infer_ms)
+        for counters in message.streams:
+            stream = self.streams.get(counters.stream)
+            if stream is not None:
+                stream.counters = counters
+
+    def worker_gone(self, name: str) -> None:
+        """Its streams are offline until the replacement reports them."""
+        for stream in self.streams.values():
+            if stream.worker == name and stream.status == "online":
+                stream.status, stream.reason = "offline", "worker restarting"
+            if stream.worker == name:
+                stream.previous = stream.counters = None
+
+    def snapshot(
+        self, handles: dict[str, WorkerHandle], generation: int, mqtt: dict[str, Any]
+    ) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "daemon": {
+                "version": __version__,
+                "pid": psutil.Process().pid,
+                "uptime_s": round(now - self.started, 1),
+                "config_generation": generation,
+                **self._process_figures(psutil.Process()),
+            },
+            "mqtt": mqtt,
+            "streams": {name: self._stream(s, now, handles) for name, s in self.streams.items()},
+            "workers": {name: self._worker(h) for name, h in handles.items()},
+        }
+
+    def _stream(
+        self, stream: StreamHealth, now: float, handles: dict[str, WorkerHandle]
+    ) -> dict[str, Any]:
+        c, p = stream.counters, stream.previous
+        dt = max(1e-3, now - stream.previous_at)
+        fps_in = fps_out = 0.0
+        if c is not None and p is not None:
+            fps_in = max(0, c.frames_in - p.frames_in) / dt
+            fps_out = max(0, c.frames_processed - p.frames_processed) / dt
+        stream.previous, stream.previous_at = c, now
+        handle = handles.get(stream.worker)
+        status = stream.status
+        if handle is not None and handle.state.value == "failed":
+            status = "failed"
+        latency = list(stream.latency_ms)
+        stream.latency_ms.clear()
+        return {
+            "status": status,
+            "reason": stream.reason,
+            "worker": stream.worker,
+            "fps_in": round(fps_in, 2),
+            "fps_processed": round(fps_out, 2),
+            "frames_in": c.frames_in if c else 0,
+            "frames_processed": c.frames_processed if c else 0,
+            "frames_dropped": c.frames_dropped if c else 0,
+            "decode_errors": c.decode_errors if c else 0,
+            "reconnects": c.reconnects if c else 0,
+            "latency_ms": {
+                "p50": percentile(latency, 50),
+                "p95": percentile(latency, 95),
+                "p99": percentile(latency, 99),
+            },
+        }
+
+    def _worker(self, handle: WorkerHandle) -> dict[str, Any]:
+        health = self.workers.setdefault(handle.config.name, WorkerHealth())
+        figures: dict[str, Any] = {"rss_bytes": None, "cpu_percent": None}
+        if handle.pid is not None and handle.state.value in ("starting", "ready", "stopping"):
+            if health.process is None or health.process.pid != handle.pid:
+                with contextlib.suppress(psutil.Error):
+                    health.process = psutil.Process(handle.pid)
+                    health.process.cpu_percent(None)  # primes the counter
+            if health.process is not None:
+                figures = self._process_figures(health.process)
+        infer = list(health.infer_ms)
+        health.infer_ms.clear()
+        age = handle.heartbeat_age()
+        return {
+            "state": handle.state.value,
+            "pid": handle.pid,
+            "backend": handle.config.backend,
+            "model": handle.config.model,
+            "restarts": handle.restarts,
+            "last_exit": handle.last_exit,
+            "heartbeat_age_s": None if age is None else round(age, 2),
+            "infer_ms_p50": percentile(infer, 50),
+            **figures,
+        }
+
+    @staticmethod
+    def _process_figures(process: psutil.Process) -> dict[str, Any]:
+        try:
+            with process.oneshot():
+                return {
+                    "rss_bytes": process.memory_info().rss,
+                    "cpu_percent": round(process.cpu_percent(None), 1),
+                }
+        except psutil.Error:
+            return {"rss_bytes": None, "cpu_percent": None}

@@ -1,0 +1,96 @@
+"""End to end: config.toml -> `edged run` (spawned workers, real model, real video) -> MQTT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.broker import Broker
+from tests.support.daemon import Daemon, all_gone
+from tests.support.mqtt import Message, Subscriber
+
+
+def two_stream_config(assets: Path, broker: Broker, state_dir: Path, **extra: str) -> str:
+    media = assets / "media"
+    return f"""
+[node]
+name = "e2e"
+state_dir = "{state_dir}"
+health_interval = {extra.get("health_interval", "30")}
+
+[mqtt]
+url = "{broker.url}"
+
+[[workers]]
+name = "cpu0"
+model = "{assets / "models" / "yolox_nano.onnx"}"
+threads = 1
+heartbeat_timeout = {extra.get("heartbeat_timeout", "10")}
+
+[[workers]]
+name = "cpu1"
+model = "{assets / "models" / "yolox_nano.onnx"}"
+threads = 1
+heartbeat_timeout = {extra.get("heartbeat_timeout", "10")}
+
+[[streams]]
+name = "street"
+source = "{media / "pedestrians-720p.avi"}"
+worker = "cpu0"
+loop = true
+detect_fps = {extra.get("detect_fps", "5")}
+min_score = 0.4
+
+[[streams]]
+name = "road"
+source = "{media / "traffic-720p.mp4"}"
+worker = "cpu1"
+loop = true
+detect_fps = {extra.get("detect_fps", "5")}
+min_score = 0.4
+"""
+
+
+def detections(messages: list[Message], stream: str) -> list[dict]:  # type: ignore[type-arg]
+    return [m.json() for m in messages if m.topic == f"edged/e2e/{stream}/detections"]
+
+
+def test_two_streams_reach_mqtt_and_sigterm_stops_cleanly(
+    tmp_path: Path, assets: Path, broker: Broker
+) -> None:
+    subscriber = Subscriber(broker.port)
+    daemon = Daemon(tmp_path, two_stream_config(assets, broker, tmp_path / "state"))
+    daemon.start()
+    try:
+
+        def enough(messages: list[Message]) -> bool:
+            return all(len(detections(messages, s)) >= 10 for s in ("street", "road"))
+
+        messages = subscriber.wait_for(enough, 90, "10 detection messages on each stream")
+        street = detections(messages, "street")
+        road = detections(messages, "road")
+        street_labels = [d["label"] for m in street for d in m["detections"]]
+        road_labels = [d["label"] for m in road for d in m["detections"]]
+        # An overhead view of a station hall full of walkers; a road with passing cars.
+        assert street_labels.count("person") >= 10 * len(street) // 2, street_labels[:50]
+        assert "car" in road_labels, road_labels[:50]
+        for message in street + road:
+            assert (message["width"], message["height"]) == (1280, 720)
+            for det in message["detections"]:
+                x1, y1, x2, y2 = det["box"]
+                assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720, det
+                assert det["score"] >= 0.4
+        # frames go forward, seq has no gaps
+        for stream in (street, road):
+            seqs = [m["seq"] for m in stream]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert len(daemon.workers()) == 2
+        children = daemon.children()
+    except BaseException:
+        daemon.kill_all()
+        print(daemon.log())
+        raise
+    finally:
+        subscriber.close()
+    code = daemon.stop(timeout=10)
+    assert code == 0, daemon.log()
+    all_gone(children, timeout=5)

@@ -1,0 +1,112 @@
+"""Run the real `edged run` as a subprocess, the way systemd would, and look at what it leaves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+
+def shm_entries() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Daemon:
+    def __init__(self, workdir: Path, config_text: str, *, args: tuple[str, ...] = ()) -> None:
+        self.workdir = workdir
+        self.config = workdir / "config.toml"
+        self.config.write_text(config_text)
+        self.args = args
+        self.log_path = workdir / "edged.log"
+        self.out_path = workdir / "edged.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = dict(os.environ, EDGED_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as err, self.out_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edged", "run", "--config", str(self.config), *self.args],
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=self.workdir,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def children(self) -> list[psutil.Process]:
+        """Every descendant: workers and multiprocessing's resource tracker."""
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def workers(self) -> list[psutil.Process]:
+        """The worker processes (spawn's children run `spawn_main`)."""
+        return [p for p in self.children() if "spawn_main" in " ".join(_cmdline(p))]
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; kills everything left and fails loudly if it did not exit."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            raise AssertionError(f"edged did not exit within {timeout} s; log:\n{self.log()}")
+
+    def kill_all(self) -> None:
+        if self.proc is None:
+            return
+        for child in self.workers():
+            child.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-20000:]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def all_gone(processes: list[psutil.Process], timeout: float) -> None:
+    """Every process has exited (and is not a zombie), within `timeout` seconds."""
+
+    def gone() -> bool:
+        return all(
+            not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes
+        )
+
+    wait_until(gone, timeout, f"processes {[p.pid for p in processes]} to exit")
