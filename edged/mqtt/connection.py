@@ -1,0 +1,127 @@
+"""Connection settings: broker address, credentials, TLS, client id, backoff, error wording.
+
+Runs in the supervisor process. `read_password` and `tls_context` read files, so the publisher calls
+them through `asyncio.to_thread` (never on the event loop). Nothing here holds state across a crash.
+
+The password is read on every connection attempt (a fixed file is cheap to read, and a password file
+fixed by the operator is picked up without a restart); it is never logged or put in an error text.
+Under systemd, credentials (`LoadCredential=`) are copied when the service starts, so rotating one
+needs `systemctl restart`, not reload.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from edged.config.model import MqttConfig, NodeConfig, TlsConfig
+
+DEFAULT_PORT = {"mqtt": 1883, "mqtts": 8883}
+
+
+class SettingsError(Exception):
+    """A problem with our own settings (missing password file, unreadable certificate)."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_url(url: str) -> Address:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORT or not parts.hostname:
+        raise SettingsError(
+            f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {url}"
+        )
+    return Address(parts.hostname, parts.port or DEFAULT_PORT[scheme], scheme == "mqtts")
+
+
+def client_id(mqtt: MqttConfig, node: NodeConfig) -> str:
+    """Fixed per node, so the broker sees one client across reconnects (and a second daemon with the
+    same node name takes the session over rather than silently doubling messages)."""
+    return mqtt.client_id or f"edged-{node.name}"
+
+
+def read_password(mqtt: MqttConfig) -> str | None:
+    """From `mqtt.password_file`, or `$CREDENTIALS_DIRECTORY/<mqtt.password_credential>`."""
+    if mqtt.password_file:
+        path = Path(mqtt.password_file)
+        where = "mqtt.password_file"
+    elif mqtt.password_credential:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY", "")
+        if not creds:
+            raise SettingsError(
+                f"mqtt.password_credential={mqtt.password_credential!r} but "
+                "$CREDENTIALS_DIRECTORY is not set (add LoadCredential= to the unit, "
+                "or use mqtt.password_file)"
+            )
+        path = Path(creds) / mqtt.password_credential
+        where = "credential"
+    else:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    # One trailing newline is an editor's, not part of the password.
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file or None)
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"mqtt.tls: cannot load certificates: {exc}") from None
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def describe(exc: BaseException) -> str:
+    """A sentence an operator can act on, for logs and health. Never contains the password."""
+    text = str(exc)
+    if isinstance(exc, SettingsError):
+        return text
+    if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
+        code = getattr(exc.rc, "value", exc.rc)
+        # v5 reason codes 134/135, v3.1.1 return codes 4/5
+        if code in (134, 135, 4, 5):
+            return f"broker refused the credentials ({text}): check mqtt.username and the password"
+        return f"broker refused the connection ({text})"
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        return f"TLS handshake failed ({text}): check mqtt.tls.ca_file, cert_file, key_file"
+    if "timed out" in lowered:
+        return f"no answer from the broker ({text})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Backoff:
+    """Exponential from `first` to `cap` seconds, each delay jittered by +-25 % within the range."""
+
+    def __init__(self, first: float = 1.0, cap: float = 60.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    def delay(self) -> float:
+        d = self._next
+        self._next = min(self.cap, d * 2)
+        # Jitter keeps a fleet of boxes from reconnecting in lockstep after a broker restart.
+        return min(self.cap, max(self.first, d * random.uniform(0.75, 1.25)))

@@ -1,0 +1,472 @@
+"""The MQTT publisher: one connection task with a reconnect loop, the outbox, retained state.
+
+Runs in the supervisor process, on its event loop; nothing here blocks the loop (file reads for
+credentials and certificates go through `asyncio.to_thread`, SQLite through the outbox's thread).
+
+What a crash of the supervisor costs: durable messages (detections) that were only in memory while
+the broker was up and not yet acknowledged are lost, at most a few hundred milliseconds' worth;
+everything queued during an outage is on disk within one loop iteration and is sent after the
+restart. Retained state is not queued: the supervisor sets it again after a restart. The broker
+publishes our last will (`offline`, retained) when the connection dies without a DISCONNECT.
+
+Delivery: durable messages are sent QoS 1, pipelined (up to `WINDOW` unacknowledged, sent in order
+on one connection). A failed or timed-out publish ends the connection; everything unacknowledged is
+sent again, in order, after the reconnect. So a subscriber sees every message at least once, in
+`seq` order per stream, possibly with duplicates (same `id`) around a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edged.config.model import HomeAssistantConfig, MqttConfig, NodeConfig, StreamConfig
+from edged.mqtt import discovery
+from edged.mqtt.connection import (
+    Backoff,
+    client_id,
+    describe,
+    parse_url,
+    read_password,
+    tls_context,
+)
+from edged.mqtt.outbox import Entry, Outbox
+from edged.mqtt.payloads import encode_detections, encode_json, encode_state
+from edged.mqtt.topics import OFFLINE, ONLINE, Topics, check_suffix
+from edged.protocol import Result
+
+log = structlog.get_logger(__name__)
+
+# Unacknowledged QoS 1 publishes on the wire at once. One at a time caps throughput at 1/RTT;
+# a window keeps the link busy while the order on the wire stays the order of the outbox.
+WINDOW = 64
+# Retained state messages sent concurrently (latest value wins, so no ordering between topics).
+STATE_BATCH = 32
+# The v5 session outlives a short disconnect, so the broker keeps our subscription.
+SESSION_EXPIRY_S = 3600
+
+
+class _Stop(Exception):
+    """The session ends on purpose (stop or reconfigure), not because of an error."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        mqtt: MqttConfig,
+        node: NodeConfig,
+        homeassistant: HomeAssistantConfig,
+        state_dir: Path,
+        *,
+        echo: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self._mqtt = mqtt
+        self._node = node
+        self._ha = homeassistant
+        self._topics = Topics(mqtt.topic_prefix, node.name, homeassistant.discovery_prefix)
+        self._echo = echo
+        self._outbox = Outbox(Path(state_dir), mqtt.outbox.memory_messages, mqtt.outbox.disk_bytes)
+
+        self._states: dict[str, bytes] = {}  # suffix -> retained payload (b"" = delete)
+        self._discovery: dict[str, bytes] = {}  # full topic -> retained payload (b"" = delete)
+        self._dirty: dict[str, None] = {}  # full topics to (re)publish, in insertion order
+        self._state_event = asyncio.Event()
+        self._streams: tuple[str, ...] = ()
+        self._labels_of: dict[str, tuple[str, ...]] = {}
+        self._counts: dict[str, dict[str, int]] = {}  # stream -> label -> last published count
+
+        self._connected = False
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._reconnect_now = False
+        self._wake = asyncio.Event()  # stop() or reconfigure() wants the session to end
+        self._finished = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._old_availability = ""  # after a node/prefix rename: mark the old tree offline
+        self._connects = 0
+        self._failures = 0
+        self._last_error = ""
+
+    # --- called by the supervisor ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def alive(self) -> bool:
+        return self._running and self._task is not None and not self._task.done()
+
+    def publish_detections(self, stream: str, result: Result) -> None:
+        try:
+            seq = self._outbox.next_seq(stream)
+            payload = encode_detections(self._node.name, seq, result, stream=stream)
+            topic = self._topics.detections(stream)
+            self._outbox.put(topic, payload)
+            self._echo_out(topic, payload)
+            if self._ha.enabled and stream in self._labels_of:
+                self._update_counts(stream, result)
+        except Exception:
+            # Never raise into the supervisor's result path; a bug here is logged, loudly.
+            log.exception("mqtt_publish_detections_failed", stream=stream)
+
+    def set_state(self, suffix: str, payload: dict[str, Any] | str) -> None:
+        check_suffix(suffix)
+        self._set_state(suffix, encode_state(payload))
+
+    def set_streams(
+        self, streams: Sequence[StreamConfig], labels_of: Mapping[str, Sequence[str]]
+    ) -> None:
+        self._streams = tuple(s.name for s in streams)
+        self._labels_of = {s: tuple(labels_of.get(s, ())) for s in self._streams}
+        self._outbox.reserve(list(self._streams))
+        self._rebuild_ha()
+
+    async def reconfigure(
+        self, mqtt: MqttConfig, node: NodeConfig, homeassistant: HomeAssistantConfig
+    ) -> None:
+        same = mqtt == self._mqtt and node.name == self._node.name and homeassistant == self._ha
+        self._node = node
+        if same:
+            return
+        old = self._topics
+        self._mqtt, self._ha = mqtt, homeassistant
+        self._topics = Topics(mqtt.topic_prefix, node.name, homeassistant.discovery_prefix)
+        self._outbox.memory_messages = mqtt.outbox.memory_messages
+        if old.base != self._topics.base:
+            self._old_availability = old.availability
+            self._counts.clear()
+        self._rebuild_ha()
+        log.info("mqtt_reconfigure", url=mqtt.url, base=self._topics.base)
+        self._reconnect_now = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._task = asyncio.current_task()
+        self._running = True
+        backoff = Backoff()
+        try:
+            while not self._stopping:
+                try:
+                    await self._connect_once(backoff)
+                except _Stop:
+                    pass
+                except Exception as exc:  # aiomqtt, TLS, settings, anything: never crash
+                    self._note_failure(exc)
+                finally:
+                    if self._connected:
+                        log.info("mqtt_disconnected", reason=self._last_error or "requested")
+                    self._connected = False
+                    self._outbox.set_offline()
+                if self._stopping:
+                    break
+                if self._reconnect_now:
+                    self._reconnect_now = False
+                    backoff.reset()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), backoff.delay())
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + flush_timeout
+        if self.alive():
+            # Flush while still connected: what is acknowledged now need not wait for a restart.
+            # Polling is fine here: it happens once, at shutdown, bounded by the deadline.
+            while self._connected and not self._flushed() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            self._stopping = True
+            self._wake.set()
+            try:
+                # Time for `offline` and DISCONNECT (each bounded by the publish timeout).
+                grace = max(deadline - loop.time(), 0.0) + self._mqtt.publish_timeout
+                await asyncio.wait_for(self._finished.wait(), grace)
+            except TimeoutError:
+                if self._task is not None:
+                    self._task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._task
+        self._stopping = True
+        await self._outbox.close()
+        log.info("mqtt_stopped", unsent=self._outbox.depth, published=self._outbox.acked)
+
+    def stats(self) -> dict[str, Any]:
+        disk = self._outbox.disk
+        return {
+            "connected": self._connected,
+            "broker": self._mqtt.url,
+            "connects": self._connects,
+            "reconnects": max(self._connects - 1, 0),
+            "connect_failures": self._failures,
+            "outbox_depth": self._outbox.depth,
+            "outbox_memory": self._outbox.memory_depth,
+            "outbox_disk": disk.rows,
+            "outbox_disk_bytes": disk.bytes,
+            "outbox_peak": self._outbox.peak,
+            "dropped": self._outbox.dropped,
+            "published": self._outbox.acked,
+            "last_error": self._last_error,
+            "disk_error": self._outbox.disk_error,
+        }
+
+    # --- connection --------------------------------------------------------------------------
+
+    async def _connect_once(self, backoff: Backoff) -> None:
+        self._wake.clear()
+        self._reconnect_now = False
+        mqtt, topics = self._mqtt, self._topics
+        addr = parse_url(mqtt.url)
+        password = await asyncio.to_thread(read_password, mqtt)
+        ctx = await asyncio.to_thread(tls_context, mqtt.tls) if addr.tls else None
+        v5 = mqtt.protocol == "5"
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        # A fresh client per connection: paho's own resend state starts empty, so the outbox is
+        # the one place that decides what is sent again.
+        client = aiomqtt.Client(
+            addr.host,
+            addr.port,
+            identifier=client_id(mqtt, self._node),
+            username=mqtt.username or None,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True,
+            properties=props,
+            keepalive=mqtt.keepalive,
+            timeout=max(mqtt.publish_timeout, 5.0),
+            will=aiomqtt.Will(topics.availability, OFFLINE, qos=1, retain=True),
+            tls_context=ctx,
+            max_inflight_messages=WINDOW,
+        )
+        # aiomqtt warns past 10 pending publishes; a full window is normal here.
+        client.pending_calls_threshold = WINDOW + STATE_BATCH + 8
+        async with client:
+            self._connected = True
+            self._connects += 1
+            backoff.reset()
+            log.info(
+                "mqtt_connected",
+                broker=f"{addr.host}:{addr.port}",
+                tls=addr.tls,
+                client_id=client_id(mqtt, self._node),
+                after_failures=self._failures,
+                outbox=self._outbox.depth,
+            )
+            self._last_error = ""
+            await self._session(client, mqtt, topics)
+
+    async def _session(self, client: aiomqtt.Client, mqtt: MqttConfig, topics: Topics) -> None:
+        timeout = mqtt.publish_timeout
+        if self._old_availability:
+            await client.publish(self._old_availability, OFFLINE, 1, True, timeout=timeout)
+            self._old_availability = ""
+        await client.publish(topics.availability, ONLINE, 1, True, timeout=timeout)
+        if self._ha.enabled:
+            await client.subscribe(topics.ha_status, qos=1, timeout=timeout)
+        # Retained state and discovery go out again on every connect.
+        self._mark_all_dirty()
+        self._outbox.set_online()
+        failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.create_task(self._read(client, topics), name="mqtt-read"),
+            asyncio.create_task(self._send_durable(client, timeout, failure), name="mqtt-send"),
+            asyncio.create_task(self._send_states(client, topics, timeout), name="mqtt-state"),
+            asyncio.create_task(self._wake.wait(), name="mqtt-wake"),
+        ]
+        try:
+            done, _ = await asyncio.wait([*tasks, failure], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not failure.done():
+                failure.cancel()
+        for d in done:
+            exc = None if d.cancelled() else d.exception()
+            if exc is not None:
+                raise exc
+        # Woken on purpose: say goodbye properly before DISCONNECT (a clean disconnect sends no
+        # will, so `offline` must be published by us).
+        if self._stopping:
+            await client.publish(topics.availability, OFFLINE, 1, True, timeout=timeout)
+        raise _Stop
+
+    async def _read(self, client: aiomqtt.Client, topics: Topics) -> None:
+        # Always iterate: it is how a publish-only client notices a dead connection promptly.
+        async for message in client.messages:
+            if message.topic.value == topics.ha_status and message.payload == b"online":
+                log.info("mqtt_homeassistant_online")
+                for topic in self._discovery:
+                    self._mark_dirty(topic)
+                for suffix in self._states:
+                    if "/count/" in suffix:
+                        self._mark_dirty(topics.state(suffix))
+
+    async def _send_durable(
+        self, client: aiomqtt.Client, timeout: float, failure: asyncio.Future[None]
+    ) -> None:
+        window = asyncio.Semaphore(WINDOW)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(entry: Entry) -> None:
+            try:
+                # aiomqtt hands the message to paho synchronously in this task's first step, and
+                # tasks start in creation order: the wire order is the outbox order.
+                await client.publish(entry.topic, entry.payload, 1, timeout=timeout)
+            except Exception as exc:
+                if not failure.done():
+                    failure.set_exception(exc)
+            else:
+                self._outbox.ack(entry)
+            finally:
+                window.release()
+
+        try:
+            while True:
+                for entry in await self._outbox.take(WINDOW):
+                    await window.acquire()
+                    task = asyncio.create_task(one(entry))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _send_states(self, client: aiomqtt.Client, topics: Topics, timeout: float) -> None:
+        while True:
+            await self._state_event.wait()
+            self._state_event.clear()
+            while self._dirty:
+                batch: list[tuple[str, bytes]] = []
+                for topic in list(self._dirty)[:STATE_BATCH]:
+                    del self._dirty[topic]
+                    payload = self._retained_payload(topics, topic)
+                    if payload is not None:
+                        batch.append((topic, payload))
+                await asyncio.gather(
+                    *(client.publish(t, p, 1, True, timeout=timeout) for t, p in batch)
+                )
+                for topic, payload in batch:
+                    if not payload:
+                        self._forget_tombstone(topics, topic)
+
+    # --- retained state ----------------------------------------------------------------------
+
+    def _set_state(self, suffix: str, payload: bytes) -> None:
+        self._states[suffix] = payload
+        topic = self._topics.state(suffix)
+        self._mark_dirty(topic)
+        self._echo_out(topic, payload)
+
+    def _mark_dirty(self, topic: str) -> None:
+        self._dirty[topic] = None
+        self._state_event.set()
+
+    def _mark_all_dirty(self) -> None:
+        self._dirty.clear()
+        for suffix in self._states:
+            self._dirty[self._topics.state(suffix)] = None
+        for topic in self._discovery:
+            self._dirty[topic] = None
+        self._state_event.set()
+
+    def _retained_payload(self, topics: Topics, topic: str) -> bytes | None:
+        if topic in self._discovery:
+            return self._discovery[topic]
+        prefix = topics.base + "/"
+        if topic.startswith(prefix):
+            return self._states.get(topic[len(prefix) :])
+        return None
+
+    def _forget_tombstone(self, topics: Topics, topic: str) -> None:
+        if self._discovery.get(topic) == b"":
+            del self._discovery[topic]
+        suffix = topic.removeprefix(topics.base + "/")
+        if self._states.get(suffix) == b"":
+            del self._states[suffix]
+
+    def _flushed(self) -> bool:
+        return self._outbox.empty() and not self._dirty
+
+    # --- Home Assistant ----------------------------------------------------------------------
+
+    def _rebuild_ha(self) -> None:
+        """Discovery and count topics for the current streams; empty payloads for the gone ones."""
+        wanted: dict[str, bytes] = {}
+        counts: set[str] = set()
+        if self._ha.enabled:
+            for topic, config in discovery.messages(
+                self._topics, self._streams, self._labels_of
+            ).items():
+                wanted[topic] = encode_json(config)
+            for stream in self._streams:
+                for label in self._labels_of.get(stream, ()):
+                    counts.add(Topics.count_suffix(stream, label))
+        for topic, payload in self._discovery.items():
+            if topic not in wanted and payload:
+                wanted[topic] = b""  # deletes the entity in Home Assistant
+        for suffix, payload in list(self._states.items()):
+            if "/count/" in suffix and suffix not in counts and payload:
+                self._set_state(suffix, b"")
+        self._discovery = wanted
+        for topic in wanted:
+            self._mark_dirty(topic)
+        for stream in self._streams:
+            last = self._counts.setdefault(stream, {})
+            for label in self._labels_of.get(stream, ()):
+                if self._ha.enabled and label not in last:
+                    self._publish_count(stream, label, 0)
+        if not self._ha.enabled:
+            self._counts.clear()
+
+    def _update_counts(self, stream: str, result: Result) -> None:
+        labels = self._labels_of[stream]
+        now: collections.Counter[str] = collections.Counter(
+            d.label for d in result.detections if d.label in labels
+        )
+        last = self._counts.setdefault(stream, {})
+        for label in set(now) | {k for k, v in last.items() if v}:
+            if last.get(label, 0) != now.get(label, 0):
+                self._publish_count(stream, label, now.get(label, 0))
+
+    def _publish_count(self, stream: str, label: str, count: int) -> None:
+        self._counts.setdefault(stream, {})[label] = count
+        payload = encode_state({"stream": stream, "label": label, "count": count})
+        self._set_state(Topics.count_suffix(stream, label), payload)
+
+    # --- misc --------------------------------------------------------------------------------
+
+    def _echo_out(self, topic: str, payload: bytes) -> None:
+        if self._echo is None:
+            return
+        try:
+            self._echo(topic, payload)
+        except Exception:
+            log.exception("mqtt_echo_failed")
+
+    def _note_failure(self, exc: BaseException) -> None:
+        self._failures += 1
+        msg = describe(exc)
+        if msg != self._last_error:
+            # Each new state once at warning; repeats of the same error only at debug.
+            log.warning("mqtt_connect_failed", error=msg, failures=self._failures)
+        else:
+            log.debug("mqtt_connect_failed", error=msg, failures=self._failures)
+        self._last_error = msg
