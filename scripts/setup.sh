@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up a development/CI machine: system packages, a virtual env in .venv, edged in it.
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh --dev    plus the test and lint tools, mosquitto and systemd-analyze
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+apt_install() {
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    fi
+}
+
+if [ "$dev" = 1 ]; then
+    missing=()
+    [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
+    command -v mosquitto_passwd >/dev/null || missing+=(mosquitto)
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing system packages: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$dev" = 1 ]; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi
