@@ -179,7 +179,8 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 10.0)
         deadline = time.monotonic() + MQTT_READY_GRACE_S
-        while not self._publisher.connected and time.monotonic() < deadline:
+        # The publisher has no "connected" event to await; this runs once, at start-up.
+        while not self._publisher.connected and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         self._ready.set()
         self._notifier.ready(self._update_status())

@@ -77,9 +77,11 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.kill_all()
-            raise AssertionError(f"edged did not exit within {timeout} s; log:\n{self.log()}")
+            raise AssertionError(
+                f"edged did not exit within {timeout} s; log:\n{self.log()}"
+            ) from exc
 
     def kill_all(self) -> None:
         if self.proc is None:
