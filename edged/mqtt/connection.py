@@ -93,6 +93,11 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 def describe(exc: BaseException) -> str:
     """A sentence an operator can act on, for logs and health. Never contains the password."""
     text = str(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        # aiomqtt chains the reason of a lost connection ("Disconnected during message iteration"
+        # is the symptom; the cause says e.g. "The connection was lost").
+        text = f"{text}: {cause}"
     if isinstance(exc, SettingsError):
         return text
     if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:

@@ -161,10 +161,10 @@ class Publisher:
                 except _Stop:
                     pass
                 except Exception as exc:  # aiomqtt, TLS, settings, anything: never crash
-                    self._note_failure(exc)
+                    self._note_failure(exc, lost=self._connected)
                 finally:
                     if self._connected:
-                        log.info("mqtt_disconnected", reason=self._last_error or "requested")
+                        log.info("mqtt_disconnected", reason="requested")
                     self._connected = False
                     self._outbox.set_offline()
                 if self._stopping:
@@ -298,6 +298,8 @@ class Publisher:
             await asyncio.gather(*tasks, return_exceptions=True)
             if not failure.done():
                 failure.cancel()
+            elif not failure.cancelled():
+                failure.exception()  # retrieved: only the first error is reported
         for d in done:
             exc = None if d.cancelled() else d.exception()
             if exc is not None:
@@ -461,9 +463,15 @@ class Publisher:
         except Exception:
             log.exception("mqtt_echo_failed")
 
-    def _note_failure(self, exc: BaseException) -> None:
-        self._failures += 1
+    def _note_failure(self, exc: BaseException, *, lost: bool) -> None:
         msg = describe(exc)
+        if lost:
+            # The connection was up: always worth one warning, whatever the previous error was.
+            self._connected = False
+            log.warning("mqtt_connection_lost", error=msg, outbox=self._outbox.depth)
+            self._last_error = msg
+            return
+        self._failures += 1
         if msg != self._last_error:
             # Each new state once at warning; repeats of the same error only at debug.
             log.warning("mqtt_connect_failed", error=msg, failures=self._failures)

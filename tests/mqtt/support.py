@@ -109,6 +109,7 @@ class Subscriber:
     messages: list[Received] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[str] = field(default_factory=list)
+    client_kwargs: dict[str, Any] = field(default_factory=dict)  # TLS, credentials
     _new: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -121,6 +122,7 @@ class Subscriber:
             protocol=aiomqtt.ProtocolVersion.V5,
             properties=props,
             max_queued_incoming_messages=0,
+            **self.client_kwargs,
         )
         while True:
             try:
