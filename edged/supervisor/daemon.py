@@ -29,6 +29,7 @@ from edged.supervisor.handle import WorkerEvents, WorkerHandle, WorkerState
 from edged.supervisor.health import HealthTracker
 from edged.supervisor.restart import RestartPolicy
 from edged.systemd.notify import Notifier
+from edged.systemd.watchdog import ping_watchdog, watchdog_blocker
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +82,7 @@ class Supervisor:
         self._spawn_task(self._health_loop(), "health")
         self._spawn_task(self._reload_loop(), "reload")
         if self._notifier.watchdog_interval:
-            self._spawn_task(self._watchdog(self._notifier.watchdog_interval), "watchdog")
+            self._spawn_task(self._watchdog(), "watchdog")
         while True:
             sig = await self._signals.get()
             if sig is signal.SIGHUP:
@@ -186,23 +187,25 @@ class Supervisor:
         self._notifier.ready(self._update_status())
         log.info("edged ready", status=self._status)
 
-    def _healthy(self) -> bool:
-        """Worth a watchdog ping: the publisher task runs and no ready worker has gone silent."""
-        if not self._publisher.alive():
-            return False
-        for handle in self._handles.values():
-            age = handle.heartbeat_age()
-            if age is not None and age > handle.config.heartbeat_timeout:
-                return False
-        return all(not t.done() for t in self._tasks)
+    def _watchdog_blocker(self) -> str | None:
+        """Why not to ping systemd's watchdog now (None: ping).
 
-    async def _watchdog(self, interval: float) -> None:
-        while True:
-            if self._healthy():
-                self._notifier.watchdog()
-            else:
-                log.warning("withholding watchdog ping: a worker or the publisher is stuck")
-            await asyncio.sleep(interval)
+        Only what edged cannot fix itself withholds the ping: a dead publisher task or one of the
+        supervisor's own loops, or a ready worker gone silent past its deadline (the handle is
+        replacing it; if that wedges too, systemd restarts the unit). A broker outage does not.
+        """
+        ages = {n: a for n, h in self._handles.items() if (a := h.heartbeat_age()) is not None}
+        deadlines = {n: h.config.heartbeat_timeout for n, h in self._handles.items()}
+        blocker = watchdog_blocker(ages, deadlines, self._publisher.alive())
+        if blocker is None:
+            dead = [t.get_name() for t in self._tasks if t.get_name() != "startup" and t.done()]
+            if dead:
+                blocker = f"supervisor task ended: {', '.join(dead)}"
+        return blocker
+
+    async def _watchdog(self) -> None:
+        await self._ready.wait()  # systemd's watchdog starts at READY=1
+        await ping_watchdog(self._notifier, self._watchdog_blocker)
 
     async def _health_loop(self) -> None:
         await self._ready.wait()

@@ -1,0 +1,174 @@
+"""Live reload on SIGHUP, on a running daemon with two workers: only what changed moves."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor.test_run_e2e import two_stream_config
+from tests.support.broker import Broker
+from tests.support.daemon import Daemon
+from tests.support.mqtt import Message, Subscriber
+
+CONFIG_TOPIC = "edged/e2e/config"
+HEALTH_TOPIC = "edged/e2e/health"
+
+
+class Running:
+    """A daemon on the two-stream config, a subscriber, and helpers to look at both."""
+
+    def __init__(self, tmp_path: Path, assets: Path, broker: Broker) -> None:
+        self.text = two_stream_config(assets, broker, tmp_path / "state", health_interval="0.5")
+        self.daemon = Daemon(tmp_path, self.text)
+        self.subscriber = Subscriber(broker.port)
+        self.daemon.start()
+        self.subscriber.wait_for(
+            lambda ms: all(self.count(ms, s) >= 3 for s in ("street", "road")),
+            60,
+            "detections on both streams",
+        )
+
+    @staticmethod
+    def count(messages: list[Message], stream: str) -> int:
+        return sum(m.topic == f"edged/e2e/{stream}/detections" for m in messages)
+
+    def pids(self) -> dict[str, int]:
+        """Worker pids from a health message published after now."""
+        since = time.time()
+        messages = self.subscriber.wait_for(
+            lambda ms: any(m.topic == HEALTH_TOPIC and m.received > since for m in ms),
+            10,
+            "a fresh health message",
+        )
+        health = [m for m in messages if m.topic == HEALTH_TOPIC][-1].json()
+        return {name: w["pid"] for name, w in health["workers"].items()}
+
+    def reload(self, text: str) -> dict:  # type: ignore[type-arg]
+        """Write the config, SIGHUP, and return the config state published for it."""
+        before = len(self.subscriber.on(CONFIG_TOPIC))
+        self.daemon.config.write_text(text)
+        self.daemon.signal(signal.SIGHUP)
+        messages = self.subscriber.wait_for(
+            lambda ms: sum(m.topic == CONFIG_TOPIC for m in ms) > before, 20, "a config state"
+        )
+        state: dict = [m for m in messages if m.topic == CONFIG_TOPIC][-1].json()  # type: ignore[type-arg]
+        return state
+
+    def close(self) -> None:
+        self.subscriber.close()
+        code = self.daemon.stop(timeout=10)
+        assert code == 0, self.daemon.log()
+
+
+@pytest.fixture
+def running(tmp_path: Path, assets: Path, broker: Broker) -> Iterator[Running]:
+    r = Running(tmp_path, assets, broker)
+    try:
+        yield r
+    except BaseException:
+        print(r.daemon.log())
+        raise
+    finally:
+        r.close()
+
+
+def detections_after(messages: list[Message], stream: str, since: float) -> list[dict]:  # type: ignore[type-arg]
+    return [
+        m.json()
+        for m in messages
+        if m.topic == f"edged/e2e/{stream}/detections" and m.received > since
+    ]
+
+
+def longest_gap(messages: list[Message], stream: str, start: float, end: float) -> float:
+    times = [
+        m.received
+        for m in messages
+        if m.topic == f"edged/e2e/{stream}/detections" and start <= m.received <= end
+    ]
+    times = [start, *times, end]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def test_threshold_change_applies_without_restarting_anything(running: Running) -> None:
+    pids = running.pids()
+    state = running.reload(
+        running.text.replace("min_score = 0.4", "min_score = 0.85", 1)  # the street stream
+    )
+    assert state["ok"] is True and state["generation"] == 2, state
+    applied = time.time()
+    messages = running.subscriber.wait_for(
+        lambda ms: len(detections_after(ms, "street", applied)) >= 10, 30, "street detections"
+    )
+    after = detections_after(messages, "street", applied)[2:]  # frames already in flight
+    scores = [d["score"] for m in after for d in m["detections"]]
+    assert scores and min(scores) >= 0.85, scores
+    assert running.pids() == pids
+
+
+def test_added_stream_starts_alone(running: Running, assets: Path) -> None:
+    pids = running.pids()
+    extra = f"""
+[[streams]]
+name = "road2"
+source = "{assets / "media" / "traffic-720p.mp4"}"
+worker = "cpu1"
+loop = true
+detect_fps = 5
+"""
+    state = running.reload(running.text + extra)
+    assert state["ok"] is True, state
+    running.subscriber.wait_for(
+        lambda ms: running.count(ms, "road2") >= 3, 30, "detections on the added stream"
+    )
+    assert running.pids() == pids
+
+
+def test_changed_model_restarts_only_its_worker(running: Running, tmp_path: Path) -> None:
+    pids = running.pids()
+    copy = tmp_path / "yolox_nano_copy.onnx"
+    model_line = next(line for line in running.text.splitlines() if "model =" in line)
+    shutil.copy(model_line.split('"')[1], copy)
+    # the second worker's model line is the second occurrence
+    head, _, tail = running.text.rpartition(model_line)
+    start = time.time()
+    state = running.reload(f'{head}model = "{copy}"{tail}')
+    assert state["ok"] is True, state
+
+    def replaced() -> bool:
+        new = running.pids()
+        return new["cpu0"] == pids["cpu0"] and new["cpu1"] != pids["cpu1"]
+
+    deadline = time.monotonic() + 30
+    while not replaced():
+        assert time.monotonic() < deadline, "cpu1 was not restarted alone"
+    resumed = running.subscriber.wait_for(
+        lambda ms: len(detections_after(ms, "road", time.time() - 1)) >= 3, 30, "road resumes"
+    )
+    end = time.time()
+    gap = longest_gap(resumed, "street", start, end)
+    # street runs at detect_fps = 5 on the untouched worker: no gap beyond its normal cadence
+    assert gap < 1.5, f"street stalled {gap:.2f} s while cpu1 restarted"
+
+
+def test_invalid_config_is_rejected_and_nothing_changes(running: Running) -> None:
+    pids = running.pids()
+    broken = running.text.replace('worker = "cpu1"', 'worker = "cpu9"').replace(
+        "detect_fps = 5", 'detect_fps = "fast"', 1
+    )
+    state = running.reload(broken)
+    assert state["ok"] is False and state["generation"] == 1, state
+    errors = "\n".join(state["errors"])
+    assert "streams[0].detect_fps" in errors and "streams[1].worker" in errors, errors
+    since = time.time()
+    running.subscriber.wait_for(
+        lambda ms: all(len(detections_after(ms, s, since)) >= 3 for s in ("street", "road")),
+        20,
+        "both streams still running",
+    )
+    assert running.pids() == pids
