@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import signal
 import time
@@ -92,7 +93,7 @@ def longest_gap(messages: list[Message], stream: str, start: float, end: float) 
         if m.topic == f"edged/e2e/{stream}/detections" and start <= m.received <= end
     ]
     times = [start, *times, end]
-    return max(b - a for a, b in zip(times, times[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(times))
 
 
 def test_threshold_change_applies_without_restarting_anything(running: Running) -> None:
