@@ -67,14 +67,16 @@ def parse_config(text: str, file: Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem(name, "", f"not valid TOML: {exc}")]) from exc
-    problems = list(_schema_problems(data))
-    # Cross-references and files are checked on every entry that has the right shape, so one
+    schema = list(_schema_problems(data))
+    problems = [(_key_path(path), message) for path, message in schema]
+    # Cross-references and files are checked too, on each entry without its bad keys, so one
     # run reports a typo in a threshold and a missing model file together.
+    bad = [path for path, _ in schema]
     parts = _Parts(
         node=_convert(data.get("node", {}), NodeConfig) or NodeConfig(),
         mqtt=_convert(data.get("mqtt", {}), MqttConfig) or MqttConfig(),
-        workers=_convert_each(data.get("workers", []), WorkerConfig),
-        streams=_convert_each(data.get("streams", []), StreamConfig),
+        workers=_convert_each(data.get("workers", []), WorkerConfig, _bad_keys(bad, "workers")),
+        streams=_convert_each(data.get("streams", []), StreamConfig, _bad_keys(bad, "streams")),
     )
     resolved = _resolve_and_check(parts, file.resolve().parent, problems)
     if problems:
@@ -108,11 +110,24 @@ def _convert(raw: object, kind: type[T]) -> T | None:
         return None
 
 
-def _convert_each(raw: object, kind: type[T]) -> list[tuple[int, T]]:
+def _bad_keys(paths: list[list[str | int]], section: str) -> dict[int, set[str | int]]:
+    """For each entry of a [[section]], the keys that failed the schema."""
+    bad: dict[int, set[str | int]] = {}
+    for path in paths:
+        if len(path) >= 3 and path[0] == section and isinstance(path[1], int):
+            bad.setdefault(path[1], set()).add(path[2])
+    return bad
+
+
+def _convert_each(
+    raw: object, kind: type[T], bad: dict[int, set[str | int]]
+) -> list[tuple[int, T]]:
     if not isinstance(raw, list):
         return []
     out = []
     for i, item in enumerate(raw):
+        if isinstance(item, dict):
+            item = {k: v for k, v in item.items() if k not in bad.get(i, set())}
         value = _convert(item, kind)
         if value is not None:
             out.append((i, value))
@@ -130,14 +145,14 @@ def _key_path(parts: Iterable[str | int]) -> str:
     return out
 
 
-def _schema_problems(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _schema_problems(data: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:
     validator = jsonschema.Draft202012Validator(config_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         yield from _describe(error)
 
 
-def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
+def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[list[str | int], str]]:
     path = list(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
@@ -147,13 +162,13 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
         known = set(allowed)
         instance = error.instance if isinstance(error.instance, dict) else {}
         for key in sorted(k for k in instance if k not in known):
-            yield _key_path([*path, key]), f"unknown key; expected one of: {', '.join(allowed)}"
+            yield [*path, key], f"unknown key; expected one of: {', '.join(allowed)}"
         return
     if kind == "required":
         instance = error.instance if isinstance(error.instance, dict) else {}
         for key in value:
             if key not in instance:
-                yield _key_path([*path, key]), "missing; this key is required"
+                yield [*path, key], "missing; this key is required"
         return
     got = f"got {error.instance!r}"
     if kind == "type":
@@ -173,7 +188,7 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[str, str]]:
         message = f"expected {len(schema.get('prefixItems', [])) or 'more'} items, {got}"
     else:
         message = error.message
-    yield _key_path(path), message
+    yield path, message
 
 
 def _duplicates(names: Iterable[str]) -> set[str]:
