@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from edged.mqtt import Publisher
-from tests.mqtt.support import configs, result, subscribed, until
+from tests.mqtt.support import configs, persistent_broker, result, subscribed, until
 from tests.support.broker import Broker
 
 
@@ -41,5 +41,114 @@ def test_detections_state_and_availability(broker: Broker, tmp_path: Path) -> No
             )
         assert echoed.count("edged/edge/cam1/detections") == 200
         assert "edged/edge/health" in echoed
+
+    asyncio.run(main())
+
+
+def test_state_is_latest_value_wins_and_republished_on_reconnect(tmp_path: Path) -> None:
+    broker = persistent_broker(tmp_path)
+    broker.start()
+
+    async def main() -> None:
+        async with subscribed(broker.port) as sub:
+            pub = Publisher(*configs(broker.url), tmp_path / "state")
+            task = asyncio.create_task(pub.run())
+            await until(lambda: pub.connected, 10, "connected")
+            pub.set_state("health", {"n": 0})
+            await sub.wait_for(lambda _: bool(sub.on("edged/edge/health")), 5, "health")
+            broker.stop()
+            await until(lambda: not pub.connected, 10, "disconnected")
+            mark = len(sub.messages)
+            for n in (1, 2, 3):
+                pub.set_state("health", {"n": n})  # not queued: only the last one matters
+            broker.start()
+            await until(lambda: pub.connected, 30, "reconnected")
+            await sub.wait_for(
+                lambda m: any(x.topic == "edged/edge/health" and not x.retain for x in m[mark:]),
+                10,
+                "health again",
+            )
+            await sub.wait_for(
+                lambda m: (
+                    [x.payload for x in m[mark:] if x.topic == "edged/edge/status"][-1:]
+                    == [b"online"]
+                ),
+                10,
+                "online again",
+            )
+            # Live deliveries only (the subscriber's own resubscribe replays the retained value).
+            after = [
+                x.json()["n"]
+                for x in sub.messages[mark:]
+                if x.topic == "edged/edge/health" and not x.retain
+            ]
+            assert after == [3]
+            await pub.stop()
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        broker.stop()
+
+
+def test_mqtt_311_option(broker: Broker, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with subscribed(broker.port) as sub:
+            pub = Publisher(*configs(broker.url, protocol="3.1.1"), tmp_path / "state")
+            task = asyncio.create_task(pub.run())
+            for i in range(20):
+                pub.publish_detections("cam1", result("cam1", i))
+            await sub.wait_for(lambda _: len(sub.detections()) == 20, 10, "20 over v3.1.1")
+            await pub.stop()
+            await task
+
+    asyncio.run(main())
+
+
+def test_reconfigure_renames_node_and_marks_old_tree_offline(
+    broker: Broker, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with subscribed(broker.port) as sub:
+            pub = Publisher(*configs(broker.url), tmp_path / "state")
+            task = asyncio.create_task(pub.run())
+            await until(lambda: pub.connected, 10, "connected")
+            pub.set_state("health", {"ok": True})
+            pub.publish_detections("cam1", result("cam1", 0))
+            await sub.wait_for(lambda _: len(sub.detections()) == 1, 10, "first detection")
+            await pub.reconfigure(*configs(broker.url, node="yard"))
+            pub.publish_detections("cam1", result("cam1", 1))
+            await sub.wait_for(lambda _: bool(sub.on("edged/yard/cam1/detections")), 10, "renamed")
+            await sub.wait_for(
+                lambda _: sub.on("edged/edge/status")[-1].payload == b"offline", 10, "old offline"
+            )
+            await sub.wait_for(lambda _: bool(sub.on("edged/yard/health")), 10, "state moved")
+            assert sub.on("edged/yard/status")[-1].payload == b"online"
+            # seq belongs to the stream, not the topic: it goes on.
+            assert sub.on("edged/yard/cam1/detections")[0].json()["seq"] == 2
+            assert pub.stats()["reconnects"] == 1
+            await pub.stop()
+            await task
+
+    asyncio.run(main())
+
+
+def test_stop_without_broker_keeps_the_outbox(tmp_path: Path) -> None:
+    dead = Broker(tmp_path)  # never started: nothing listens on its port
+
+    async def main() -> None:
+        pub = Publisher(*configs(dead.url), tmp_path / "state")
+        task = asyncio.create_task(pub.run())
+        for i in range(5):
+            pub.publish_detections("cam1", result("cam1", i))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await pub.stop(flush_timeout=0.5)
+        await task
+        assert loop.time() - t0 < 3
+        again = Publisher(*configs(dead.url), tmp_path / "state")
+        assert again.stats()["outbox_depth"] == 5
+        await again.stop()
 
     asyncio.run(main())
