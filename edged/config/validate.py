@@ -125,9 +125,10 @@ def _convert_each(
     if not isinstance(raw, list):
         return []
     out = []
-    for i, item in enumerate(raw):
-        if isinstance(item, dict):
-            item = {k: v for k, v in item.items() if k not in bad.get(i, set())}
+    for i, entry in enumerate(raw):
+        item = entry
+        if isinstance(entry, dict):
+            item = {k: v for k, v in entry.items() if k not in bad.get(i, set())}
         value = _convert(item, kind)
         if value is not None:
             out.append((i, value))

@@ -1,4 +1,4 @@
-"""Config validation: every problem at once, each with the file, its key path and what was expected."""
+"""Config validation: every problem at once, with the file, the key path and what was expected."""
 
 from __future__ import annotations
 
