@@ -1,0 +1,84 @@
+"""The frame board: newest frame wins for live streams, files wait, streams are served fairly."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from edged.worker.board import FrameBoard, FramePacket
+
+
+class Named:
+    """Stands in for a StreamSource: the board only reads `.name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def packet(name: str, index: int) -> FramePacket:
+    source: Any = Named(name)
+    return FramePacket(source, index, time.time(), np.zeros((2, 2, 3), np.uint8))
+
+
+def test_newest_frame_replaces_the_waiting_one() -> None:
+    board = FrameBoard()
+    assert board.offer(packet("a", 1), wait=False) is None
+    replaced = board.offer(packet("a", 2), wait=False)
+    assert replaced is not None and replaced.index == 1
+    taken = board.take(0.1)
+    assert taken is not None and taken.index == 2
+    assert board.take(0.01) is None
+
+
+def test_streams_are_served_oldest_offer_first() -> None:
+    board = FrameBoard()
+    board.offer(packet("a", 1), wait=False)
+    board.offer(packet("b", 1), wait=False)
+    board.offer(packet("a", 2), wait=False)  # a's new frame goes behind b
+    order = [board.take(0.1) for _ in range(2)]
+    assert [(p.source.name, p.index) for p in order if p] == [("b", 1), ("a", 2)]
+
+
+def test_waiting_offer_blocks_until_the_slot_is_taken() -> None:
+    board = FrameBoard()
+    board.offer(packet("file", 1), wait=True)
+    offered = threading.Event()
+
+    def second() -> None:
+        board.offer(packet("file", 2), wait=True)
+        offered.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not offered.wait(0.2)  # nothing dropped: the decoder waits for the detector
+    first = board.take(1.0)
+    assert first is not None and first.index == 1
+    assert offered.wait(2.0)
+    nxt = board.take(1.0)
+    assert nxt is not None and nxt.index == 2
+    thread.join()
+
+
+def test_close_releases_a_waiting_producer_and_discard_empties_a_slot() -> None:
+    board = FrameBoard()
+    board.offer(packet("file", 1), wait=True)
+    done = threading.Event()
+    thread = threading.Thread(
+        target=lambda: (board.offer(packet("file", 2), wait=True), done.set())
+    )
+    thread.start()
+    board.close()
+    assert done.wait(2.0)
+    thread.join()
+    dropped = board.discard("file")
+    assert dropped is not None
+
+
+def test_take_on_an_empty_board_returns_none_after_its_timeout() -> None:
+    board = FrameBoard()
+    started = time.monotonic()
+    assert board.take(0.05) is None
+    assert time.monotonic() - started >= 0.04
