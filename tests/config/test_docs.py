@@ -1,0 +1,44 @@
+"""docs/config.md documents every key the config accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edged.config.validate import config_schema
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+
+
+def table_ref(value: dict[str, Any]) -> str | None:
+    """The struct a property holds (a table, or an array of tables), if any."""
+    items = value.get("items")
+    ref = value.get("$ref") or (items.get("$ref") if isinstance(items, dict) else None)
+    return ref.rsplit("/", 1)[1] if ref else None
+
+
+def keys(schema: dict[str, Any], struct: str, prefix: str) -> list[tuple[str, str]]:
+    """(section, key) for every property of `struct`, following nested tables."""
+    out: list[tuple[str, str]] = []
+    for key, value in schema["$defs"][struct]["properties"].items():
+        nested = table_ref(value)
+        if nested:
+            out += keys(schema, nested, f"{prefix}.{key}" if prefix else key)
+        else:
+            out.append((prefix, key))
+    return out
+
+
+def test_every_config_key_is_documented_in_its_section() -> None:
+    schema = config_schema()
+    text = DOC.read_text()
+    sections = {}
+    for block in text.split("\n## ")[1:] + text.split("\n### ")[1:]:
+        title, _, body = block.partition("\n")
+        sections[title.strip("`[] ")] = body.split("\n## ")[0].split("\n### ")[0]
+    missing = []
+    for section, key in keys(schema, "Config", ""):
+        body = sections.get(section, "")
+        if f"| `{key}` |" not in body:
+            missing.append(f"{section}.{key}")
+    assert not missing, f"not documented in docs/config.md: {missing}"
