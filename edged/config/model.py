@@ -73,6 +73,22 @@ class HomeAssistantConfig(Base, frozen=True):
     discovery_prefix: Name = "homeassistant"
 
 
+class RestartConfig(Base, frozen=True):
+    """How a crashed or hung worker is started again (`[workers.restart]`)."""
+
+    # First wait after a crash, doubled on each crash in a row, up to `max_delay`.
+    delay: Seconds = 0.5
+    max_delay: Seconds = 30.0
+    # First wait after a worker could not load its model or open its device (also doubled):
+    # such a fault rarely clears in half a second.
+    boot_error_delay: Seconds = 5.0
+    # More than `budget` restarts within `window` seconds: the worker is reported failed and
+    # only retried every `failed_retry` seconds.
+    budget: Annotated[int, msgspec.Meta(ge=1)] = 5
+    window: Seconds = 300.0
+    failed_retry: Seconds = 300.0
+
+
 class WorkerConfig(Base, frozen=True):
     name: Name
     # A path (relative to this file), or the name of a fetched model such as "yolox-nano".
@@ -93,6 +109,7 @@ class WorkerConfig(Base, frozen=True):
     ready_timeout: Seconds = 120.0
     # A worker whose inference loop shows no progress for this long is declared hung.
     heartbeat_timeout: Seconds = 10.0
+    restart: RestartConfig = msgspec.field(default_factory=RestartConfig)
 
 
 class StreamConfig(Base, frozen=True):

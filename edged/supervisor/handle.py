@@ -3,9 +3,11 @@
 Runs in the supervisor's event loop. A handle spawns its worker process, waits for its READY
 within a deadline, feeds its messages to the supervisor, and watches two things without polling:
 the process sentinel and the pipe (a crash shows as EOF and an exit code), and the heartbeat
-deadline (a hang shows as silence). A crash or hang is logged in words and the worker is started
-again after a backoff; past the restart budget it is reported `failed` and retried slowly. Other
-workers are untouched throughout.
+deadline (a hang shows as silence; `escalation.HangWatch` decides SIGABRT, then SIGKILL). A crash
+or hang is logged in words and the worker is started again after a backoff; past the restart
+budget it is reported `failed` and retried slowly. Other workers are untouched throughout. Every
+process a handle starts is reaped and closed (its pipe, sentinel and socket fds released) before
+the next one starts, so crash/restart cycles leak nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import structlog
 
@@ -39,14 +42,17 @@ from edged.protocol import (
     encode_spec,
 )
 from edged.supervisor.channel import PipeClosed, SupervisorChannel
+from edged.supervisor.escalation import Action, HangWatch
 from edged.supervisor.restart import RestartPolicy, RestartTracker, describe_exit
 
 log = structlog.get_logger(__name__)
 
 # One spawn context for the whole program; the global start method is never changed.
 _SPAWN = multiprocessing.get_context("spawn")
-# After SIGABRT (traceback) a hung worker gets this long to die before SIGKILL.
-KILL_AFTER_S = 3.0
+# A worker whose pipe closed gets this long to exit on its own before SIGKILL.
+PIPE_CLOSED_GRACE_S = 2.0
+# After SIGKILL while stopping: how long to wait for the kernel before giving up on a reap.
+REAP_TIMEOUT_S = 10.0
 
 
 class WorkerState(enum.Enum):
@@ -82,7 +88,8 @@ class WorkerHandle:
         self._events = events
         self._log_level = log_level
         self._heartbeat_interval = heartbeat_interval
-        self.tracker = RestartTracker(policy or RestartPolicy())
+        self._policy_override = policy  # tests; otherwise the worker's `[workers.restart]`
+        self.tracker = RestartTracker(self._policy())
         self.state = WorkerState.STOPPED
         self.pid: int | None = None
         self.restarts = 0
@@ -91,15 +98,20 @@ class WorkerHandle:
         self.ready_info: Ready | None = None
         self._process: BaseProcess | None = None
         self._channel: SupervisorChannel | None = None
+        self._watch: HangWatch | None = None
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal while stopping: SIGKILL, no grace
+        self._grace = 5.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._exited: asyncio.Future[None] | None = None
         self._restart_requested = False
         self._log = log.bind(worker=config.name)
 
     def __repr__(self) -> str:
         return f"<WorkerHandle {self.config.name} {self.state.value} pid={self.pid}>"
+
+    def _policy(self) -> RestartPolicy:
+        return self._policy_override or RestartPolicy.from_config(self.config.restart)
 
     # --- control, from the supervisor --------------------------------------------------------
 
@@ -121,34 +133,35 @@ class WorkerHandle:
     def restart_with(self, config: WorkerConfig) -> None:
         """A changed model or backend: stop this worker's process and start it with `config`."""
         self.config = config
-        self.tracker = RestartTracker(self.tracker.policy)
+        self.tracker = RestartTracker(self._policy())
         # Only a running process is ended on purpose; one in backoff simply starts sooner.
         self._restart_requested = self._process is not None and self._process.is_alive()
         self._terminate_current("config changed")
         self._wake.set()
 
     async def stop(self, grace: float) -> None:
-        """Ask the worker to stop; escalate to SIGKILL after `grace`; always reap it."""
+        """Ask the worker to stop; escalate to SIGKILL after `grace`; always reap it.
+
+        The lifecycle task does the stopping, so a worker that is being spawned right now is
+        stopped too, once it exists (none is left running behind our back).
+        """
+        self._grace = grace
         self._stopping.set()
         self._wake.set()
-        process = self._process
-        if process is not None and process.is_alive():
-            self._set_state(WorkerState.STOPPING)
-            if self._channel is not None:
-                self._channel.send(Shutdown())
-            if not await self._wait_exit(process, grace):
-                self._log.warning("worker did not stop in time; killing it", grace_s=grace)
-                self._signal(process, signal.SIGKILL)
-                await self._wait_exit(process, 5.0)
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                self._log.exception("worker lifecycle failed while stopping")
         self._set_state(WorkerState.STOPPED)
 
     def kill_now(self) -> None:
         """Second signal during stop: no more waiting."""
-        if self._process is not None and self._process.is_alive():
-            self._signal(self._process, signal.SIGKILL)
+        self._hurry.set()
+        self._stopping.set()
+        self._wake.set()
 
     def heartbeat_age(self) -> float | None:
         if self.state is not WorkerState.READY:
@@ -176,6 +189,7 @@ class WorkerHandle:
                 reason=self.last_exit,
                 retry_in_s=round(decision.delay, 2),
                 restarts_in_window=self.tracker.restarts_in_window,
+                budget=self.tracker.policy.budget,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), decision.delay)
@@ -187,52 +201,112 @@ class WorkerHandle:
             process, channel = await self._spawn()
         except OSError as exc:
             self.last_exit = f"could not start a process: {exc}"
+            self._log.error("worker not started", reason=self.last_exit)
             return None
         self._process, self._channel, self.pid = process, channel, process.pid
+        self._watch = HangWatch(self.config.ready_timeout, self.config.heartbeat_timeout)
         exited = self._watch_exit(process)
         reader = asyncio.create_task(self._read(channel), name=f"pipe:{self.config.name}")
-        deadline = time.monotonic() + self.config.ready_timeout
-        hang_reason = ""
+        sent: signal.Signals | None = None
         try:
-            while not exited.done() and not self._stopping.is_set():
-                if self.state is WorkerState.READY:
-                    deadline = self.last_heartbeat + self.config.heartbeat_timeout
-                timeout = max(0.0, deadline - time.monotonic())
-                await asyncio.wait({exited, reader}, timeout=min(timeout, 1.0))
-                if exited.done() or self._stopping.is_set():
-                    break
-                if reader.done():
-                    # The pipe closed but the process lingers: give it a moment, then make sure.
-                    if not await self._wait_exit(process, 2.0):
-                        self._signal(process, signal.SIGKILL)
-                    break
-                if time.monotonic() >= deadline:
-                    hang_reason = self._hang_reason()
-                    self._log.error("worker hung; aborting it", reason=hang_reason, pid=process.pid)
-                    self._signal(process, signal.SIGABRT)
-                    if not await self._wait_exit(process, KILL_AFTER_S):
-                        self._signal(process, signal.SIGKILL)
-                    break
+            sent = await self._supervise(process, exited, reader, self._watch)
         finally:
-            # Stopping: `stop()` drives the escalation; here we only wait for the end.
-            await self._wait_exit(process, None)
+            if not exited.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), REAP_TIMEOUT_S)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, PipeClosed):
                 await reader
             channel.close()
             self._channel = None
         exitcode = process.exitcode
-        reason = describe_exit(exitcode, EXIT_BOOT_ERROR)
-        self.last_exit = f"{hang_reason}; {reason}" if hang_reason else reason
-        if not self._stopping.is_set():
+        reason = describe_exit(exitcode, EXIT_BOOT_ERROR, sent=sent)
+        hung = self._watch.hung
+        self.last_exit = f"{self._watch.reason()}; {reason}" if hung else reason
+        if exitcode is None:
+            self._log.error("worker could not be reaped", pid=process.pid)
+        elif not self._stopping.is_set():
             self._log.error("worker died", reason=self.last_exit, pid=process.pid)
+        else:
+            self._log.info("worker stopped", reason=self.last_exit, pid=process.pid)
         self._process = None
+        if exitcode is not None:
+            # Releases the sentinel fd now rather than whenever the object is collected.
+            process.close()
         return exitcode
 
-    def _hang_reason(self) -> str:
-        if self.state is WorkerState.READY:
-            return f"no heartbeat for {self.config.heartbeat_timeout:g} s"
-        return f"not ready within {self.config.ready_timeout:g} s"
+    async def _supervise(
+        self,
+        process: BaseProcess,
+        exited: asyncio.Future[None],
+        reader: asyncio.Task[None],
+        watch: HangWatch,
+    ) -> signal.Signals | None:
+        """Wait for the process to end, ending it ourselves when it hangs or must stop."""
+        sent: signal.Signals | None = None
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        pipe_closed_at: float | None = None
+        try:
+            while not exited.done():
+                if self._stopping.is_set():
+                    return await self._stop_process(process, exited) or sent
+                verdict = watch.check()
+                if verdict.action is Action.ABORT:
+                    self._log.error(
+                        "worker hung; aborting it with SIGABRT (stack traces follow)",
+                        reason=watch.reason(),
+                        pid=process.pid,
+                    )
+                    sent = self._signal(process, signal.SIGABRT) or sent
+                elif verdict.action is Action.KILL:
+                    self._log.error(
+                        "hung worker still there after SIGABRT; killing it",
+                        after_s=watch.kill_after,
+                        pid=process.pid,
+                    )
+                    sent = self._signal(process, signal.SIGKILL) or sent
+                timeout = verdict.check_in
+                if reader.done():
+                    # The pipe closed but the process lingers: give it a moment, then make sure.
+                    now = time.monotonic()
+                    if pipe_closed_at is None:
+                        pipe_closed_at = now
+                    if now - pipe_closed_at >= PIPE_CLOSED_GRACE_S:
+                        self._log.warning("worker closed its pipe but did not exit; killing it")
+                        return self._signal(process, signal.SIGKILL) or sent
+                    left = pipe_closed_at + PIPE_CLOSED_GRACE_S - now
+                    timeout = left if timeout is None else min(timeout, left)
+                waiters: set[asyncio.Future[Any]] = {exited, stopping}
+                if not reader.done():
+                    waiters.add(reader)
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return sent
+        finally:
+            stopping.cancel()
+
+    async def _stop_process(
+        self, process: BaseProcess, exited: asyncio.Future[None]
+    ) -> signal.Signals | None:
+        """Shutdown message, `grace` seconds (none after a second signal), then SIGKILL."""
+        self._set_state(WorkerState.STOPPING)
+        if self._channel is not None:
+            self._channel.send(Shutdown())
+        if not self._hurry.is_set():
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            try:
+                waiters: set[asyncio.Future[Any]] = {exited, hurry}
+                await asyncio.wait(
+                    waiters, timeout=self._grace, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                hurry.cancel()
+        if exited.done():
+            return None
+        if self._hurry.is_set():
+            self._log.warning("second signal; killing the worker now", pid=process.pid)
+        else:
+            self._log.warning("worker did not stop in time; killing it", grace_s=self._grace)
+        return self._signal(process, signal.SIGKILL)
 
     async def _spawn(self) -> tuple[BaseProcess, SupervisorChannel]:
         from edged.worker.main import worker_main  # the child imports it; we only name it
@@ -253,6 +327,9 @@ class WorkerHandle:
         try:
             # Spawning forks, execs and pickles the arguments: keep that off the event loop.
             await asyncio.get_running_loop().run_in_executor(None, process.start)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self._log.info("worker spawned", pid=process.pid)
@@ -263,16 +340,25 @@ class WorkerHandle:
             message = await channel.recv()
             if isinstance(message, Heartbeat):
                 self.last_heartbeat = time.monotonic()
+                if self._watch is not None:
+                    self._watch.beat()
             elif isinstance(message, Ready):
                 self.ready_info = message
                 self.last_heartbeat = time.monotonic()
+                if self._watch is not None:
+                    self._watch.beat()
                 self.tracker.started()
-                self._set_state(WorkerState.READY)
+                if self.state is WorkerState.STARTING:
+                    self._set_state(WorkerState.READY)
                 self._log.info("worker ready", pid=message.pid, load_ms=round(message.load_ms))
             elif isinstance(message, Error):
                 self.last_exit = message.message
                 self._log.error("worker error", message=message.message, fatal=message.fatal)
-            self._events.on_message(self, message)
+            try:
+                self._events.on_message(self, message)
+            except Exception:
+                # A bug on our side must not cost the worker its pipe (and its streams).
+                self._log.exception("handling a worker message failed", message=type(message))
 
     def _terminate_current(self, why: str) -> None:
         process = self._process
@@ -300,22 +386,15 @@ class WorkerHandle:
             reap()
 
         loop.add_reader(process.sentinel, on_sentinel)
-        self._exited = exited
         return exited
 
-    async def _wait_exit(self, process: BaseProcess, timeout: float | None) -> bool:
-        """Wait for the current process to end (and be reaped) without blocking the loop."""
-        if process.exitcode is not None:
-            return True
-        assert self._exited is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._exited), timeout)
-        return process.exitcode is not None
-
-    def _signal(self, process: BaseProcess, sig: signal.Signals) -> None:
+    def _signal(self, process: BaseProcess, sig: signal.Signals) -> signal.Signals | None:
+        """Send `sig` if the process is still there; return it when sent."""
         if process.pid is not None and process.exitcode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, sig)
+                return sig
+        return None
 
     def _set_state(self, state: WorkerState) -> None:
         if state is not self.state:

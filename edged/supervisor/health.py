@@ -51,6 +51,10 @@ class WorkerHealth:
 class HealthTracker:
     def __init__(self) -> None:
         self.started = time.monotonic()
+        # One Process object for our own figures: cpu_percent() measures since its last call on
+        # the same object (a fresh object would always say 0.0).
+        self._me = psutil.Process()
+        self._me.cpu_percent(None)
         self.streams: dict[str, StreamHealth] = {}
         self.workers: dict[str, WorkerHealth] = {}
 
@@ -96,10 +100,10 @@ class HealthTracker:
         return {
             "daemon": {
                 "version": __version__,
-                "pid": psutil.Process().pid,
+                "pid": self._me.pid,
                 "uptime_s": round(now - self.started, 1),
                 "config_generation": generation,
-                **self._process_figures(psutil.Process()),
+                **self._process_figures(self._me),
             },
             "mqtt": mqtt,
             "streams": {name: self._stream(s, now, handles) for name, s in self.streams.items()},
@@ -117,14 +121,14 @@ class HealthTracker:
             fps_out = max(0, c.frames_processed - p.frames_processed) / dt
         stream.previous, stream.previous_at = c, now
         handle = handles.get(stream.worker)
-        status = stream.status
+        status, reason = stream.status, stream.reason
         if handle is not None and handle.state.value == "failed":
-            status = "failed"
+            status, reason = "failed", f"worker {stream.worker} failed: {handle.last_exit}"
         latency = list(stream.latency_ms)
         stream.latency_ms.clear()
         return {
             "status": status,
-            "reason": stream.reason,
+            "reason": reason,
             "worker": stream.worker,
             "fps_in": round(fps_in, 2),
             "fps_processed": round(fps_out, 2),

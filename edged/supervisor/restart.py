@@ -1,8 +1,8 @@
 """Restart decisions for crashed or hung workers: pure logic on an injected clock.
 
-Runs in the supervisor. Exponential backoff with jitter on the monotonic clock; a budget of
-restarts per window, after which the worker is reported `failed` and retried only at a slow
-cadence. A worker that stayed up for a while earns its fast restarts back.
+Runs in the supervisor (no I/O, nothing to crash). Exponential backoff with jitter on the
+monotonic clock; a budget of restarts per window, after which the worker is reported `failed` and
+retried only at a slow cadence. A worker that stayed up for a while earns its fast restarts back.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edged.config.model import RestartConfig
+
 
 @dataclass(frozen=True)
 class RestartPolicy:
@@ -23,8 +25,20 @@ class RestartPolicy:
     budget: int = 5  # restarts allowed in `window` seconds before the worker is failed
     window: float = 300.0
     failed_retry: float = 300.0  # the slow cadence once failed
-    boot_error_delay: float = 5.0  # a model that did not load will not load in 0.5 s either
+    # A model that did not load will not load in 0.5 s either: its backoff starts here.
+    boot_error_delay: float = 5.0
     stable_after: float = 60.0  # up this long: the next crash starts the backoff afresh
+
+    @classmethod
+    def from_config(cls, config: RestartConfig) -> RestartPolicy:
+        return cls(
+            initial_delay=config.delay,
+            max_delay=config.max_delay,
+            budget=config.budget,
+            window=config.window,
+            failed_retry=config.failed_retry,
+            boot_error_delay=config.boot_error_delay,
+        )
 
 
 @dataclass(frozen=True)
@@ -57,21 +71,26 @@ class RestartTracker:
             self._restarts.popleft()
         self._restarts.append(now)
         if len(self._restarts) > p.budget:
-            return Decision(failed=True, delay=p.failed_retry)
-        delay = min(p.max_delay, p.initial_delay * 2**self._consecutive)
-        if boot_error:
-            delay = max(delay, p.boot_error_delay)
+            # The slow cadence is not doubled further: a fixed model file is picked up within
+            # `failed_retry`, and the jitter still spreads workers that failed together.
+            return Decision(failed=True, delay=p.failed_retry * self._spread())
+        base = p.boot_error_delay if boot_error else p.initial_delay
+        delay = min(p.max_delay, base * 2**self._consecutive)
         self._consecutive += 1
-        spread = 1.0 + p.jitter * (2.0 * self.rng() - 1.0)
-        return Decision(failed=False, delay=delay * spread)
+        return Decision(failed=False, delay=delay * self._spread())
+
+    def _spread(self) -> float:
+        return 1.0 + self.policy.jitter * (2.0 * self.rng() - 1.0)
 
     @property
     def restarts_in_window(self) -> int:
         return len(self._restarts)
 
 
-def describe_exit(exitcode: int | None, boot_error_code: int) -> str:
-    """Say in words why a worker process ended."""
+def describe_exit(
+    exitcode: int | None, boot_error_code: int, *, sent: signal.Signals | None = None
+) -> str:
+    """Say in words why a worker process ended; `sent` is a signal the supervisor itself sent."""
     if exitcode is None:
         return "still running"
     if exitcode == 0:
@@ -84,9 +103,10 @@ def describe_exit(exitcode: int | None, boot_error_code: int) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        if sig == signal.SIGKILL:
-            return f"killed by {name} (out of memory? see `dmesg` / `journalctl -k`)"
+        by = " from the supervisor" if sent is not None and sig == sent else ""
         if sig == signal.SIGABRT:
-            return f"aborted by {name} (its stack traces are in the log above)"
-        return f"killed by {name}"
+            return f"aborted by {name}{by} (its stack traces are in the log above)"
+        if sig == signal.SIGKILL and not by:
+            return f"killed by {name} (out of memory? see `dmesg` / `journalctl -k`)"
+        return f"killed by {name}{by}"
     return f"exit code {exitcode}"
