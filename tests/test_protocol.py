@@ -1,0 +1,93 @@
+"""The pipe protocol over a real socketpair: both ends, every message kind, EOF."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import msgspec
+import pytest
+
+from edged.config.model import StreamConfig
+from edged.protocol import (
+    HEADER,
+    Detection,
+    Error,
+    Heartbeat,
+    Metrics,
+    Ready,
+    Result,
+    Shutdown,
+    StartStream,
+    StopStream,
+    StreamCounters,
+    StreamState,
+    UpdateStream,
+    frame,
+)
+from edged.supervisor.channel import PipeClosed, SupervisorChannel
+from edged.worker.channel import ChannelClosed, WorkerChannel
+
+STREAM = msgspec.convert({"name": "cam", "source": "rtsp://x/y", "worker": "w"}, StreamConfig)
+UP = [
+    Ready(1234, "cpu", "/m.onnx", ("CPUExecutionProvider",), 50.0, 20.0),
+    Result("cam", 7, 1.7e9, 1280, 720, 9.5, (Detection("person", 0, 0.9, (1.0, 2.0, 3.0, 4.0)),)),
+    Heartbeat(42),
+    StreamState("cam", "offline", "cannot open source"),
+    Metrics((StreamCounters("cam", 10, 9, 1, 0, 2),), (9.1, 9.3)),
+    Error("model is not an ONNX file", fatal=True),
+]
+DOWN = [StartStream(STREAM), UpdateStream(STREAM), StopStream("cam"), Shutdown()]
+
+
+def test_every_message_crosses_both_ways_intact() -> None:
+    parent, child = socket.socketpair()
+    worker = WorkerChannel(child)
+
+    async def supervisor_side() -> list[object]:
+        channel = await SupervisorChannel.open(parent)
+        for message in DOWN:
+            channel.send(message)
+        received = [await channel.recv() for _ in UP]
+        channel.close()
+        return received
+
+    got_down: list[object] = []
+
+    def worker_side() -> None:
+        for message in UP:
+            worker.send(message)
+        got_down.extend(worker.recv() for _ in DOWN)
+
+    thread = threading.Thread(target=worker_side)
+    thread.start()
+    got_up = asyncio.run(supervisor_side())
+    thread.join(5)
+    assert got_up == UP
+    assert got_down == DOWN
+    worker.close()
+
+
+def test_a_result_is_small() -> None:
+    detections = tuple(Detection("person", 0, 0.5, (100.0, 200.0, 150.0, 300.0)) for _ in range(20))
+    size = len(frame(Result("street", 123456, 1.7e9, 1280, 720, 9.5, detections)))
+    assert size < 1024  # twenty boxes; a 720p frame would be 2.7 MB
+
+
+def test_eof_is_reported_on_both_ends() -> None:
+    parent, child = socket.socketpair()
+    child.close()
+
+    async def read() -> None:
+        channel = await SupervisorChannel.open(parent)
+        await channel.recv()
+
+    with pytest.raises(PipeClosed):
+        asyncio.run(read())
+
+    parent, child = socket.socketpair()
+    parent.sendall(HEADER.pack(10) + b"abc")  # a message cut short, then EOF
+    parent.close()
+    with pytest.raises(ChannelClosed):
+        WorkerChannel(child).recv()
