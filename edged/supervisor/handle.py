@@ -94,6 +94,7 @@ class WorkerHandle:
         self.pid: int | None = None
         self.restarts = 0
         self.last_exit = ""
+        self._error = ""  # the last fatal Error the current process sent
         self.last_heartbeat = 0.0  # monotonic
         self.ready_info: Ready | None = None
         self._process: BaseProcess | None = None
@@ -103,6 +104,10 @@ class WorkerHandle:
         self._hurry = asyncio.Event()  # a second signal while stopping: SIGKILL, no grace
         self._grace = 5.0
         self._wake = asyncio.Event()
+        # Set on READY: the deadline moves from `ready_timeout` to the (usually much earlier)
+        # heartbeat deadline, so the supervising wait must be re-armed. Heartbeats only push the
+        # deadline later; waking at the old one and re-checking is enough for them.
+        self._rearm = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._restart_requested = False
         self._log = log.bind(worker=config.name)
@@ -197,6 +202,7 @@ class WorkerHandle:
     async def _run_once(self) -> int | None:
         self._set_state(WorkerState.STARTING)
         self.ready_info = None
+        self._error = ""
         try:
             process, channel = await self._spawn()
         except OSError as exc:
@@ -221,6 +227,8 @@ class WorkerHandle:
             self._channel = None
         exitcode = process.exitcode
         reason = describe_exit(exitcode, EXIT_BOOT_ERROR, sent=sent)
+        if self._error:
+            reason = f"{reason}: {self._error}"  # the worker's own words, e.g. why the model failed
         hung = self._watch.hung
         self.last_exit = f"{self._watch.reason()}; {reason}" if hung else reason
         if exitcode is None:
@@ -276,10 +284,17 @@ class WorkerHandle:
                         return self._signal(process, signal.SIGKILL) or sent
                     left = pipe_closed_at + PIPE_CLOSED_GRACE_S - now
                     timeout = left if timeout is None else min(timeout, left)
-                waiters: set[asyncio.Future[Any]] = {exited, stopping}
+                rearm = asyncio.ensure_future(self._rearm.wait())
+                waiters: set[asyncio.Future[Any]] = {exited, stopping, rearm}
                 if not reader.done():
                     waiters.add(reader)
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    await asyncio.wait(
+                        waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    rearm.cancel()
+                self._rearm.clear()
             return sent
         finally:
             stopping.cancel()
@@ -348,11 +363,13 @@ class WorkerHandle:
                 if self._watch is not None:
                     self._watch.beat()
                 self.tracker.started()
+                self._rearm.set()
                 if self.state is WorkerState.STARTING:
                     self._set_state(WorkerState.READY)
                 self._log.info("worker ready", pid=message.pid, load_ms=round(message.load_ms))
             elif isinstance(message, Error):
-                self.last_exit = message.message
+                if message.fatal:
+                    self._error = message.message
                 self._log.error("worker error", message=message.message, fatal=message.fatal)
             try:
                 self._events.on_message(self, message)
