@@ -109,6 +109,9 @@ class Supervisor:
         hurry.cancel()
         for name in self._health.streams:
             self._publish_stream_status(name, "offline", "edged stopped")
+        self._publisher.set_state(
+            "health", self._health.snapshot(self._handles, self.generation, self._publisher.stats())
+        )
         await self._publisher.stop(flush_timeout=2.0)
         for task in self._tasks:
             task.cancel()
@@ -245,7 +248,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         try:
             # Reading and checking files (models, sources) is disk I/O: off the loop.
-            new = await loop.run_in_executor(None, load_config, self.config_path)
+            new, digest = await loop.run_in_executor(None, _load_with_hash, self.config_path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config rejected", key=problem.key, problem=problem.message,
@@ -261,7 +264,7 @@ class Supervisor:
         await self._apply(diff, new)
         self.config = new
         self.generation += 1
-        self.config_hash = _file_hash(self.config_path)
+        self.config_hash = digest
         self._publish_config_state(ok=True, errors=[], changed=diff.summary())
         log.info("config reloaded", generation=self.generation, changes=diff.summary())
         self._notifier.ready(self._update_status())
@@ -308,6 +311,10 @@ class Supervisor:
     def _labels_of(config: Config) -> dict[str, tuple[str, ...]]:
         labels = {w.name: load_labels(w.labels) for w in config.workers}
         return {s.name: s.labels or labels[s.worker] for s in config.streams}
+
+
+def _load_with_hash(path: Path) -> tuple[Config, str]:
+    return load_config(path), _file_hash(path)
 
 
 def _file_hash(path: Path) -> str:
