@@ -1,15 +1,340 @@
-"""The `edged bench` sub-command (placeholder until the benchmark lands)."""
+"""`edged bench`: measure the parts, compute the machine's limit, run the real daemon against it.
+
+Runs in the bench process (a short-lived command started by a person or a test). In one run it
+(a) decodes each video and (b) letterboxes and infers its frames through the worker's own code to
+get core-ms per frame, computes the limit (cores x 1000 / (a + b) frames/s), then (c) runs the real
+daemon (`edged run`: supervisor, spawned workers, a real broker) on N looping streams played as
+fast as they decode (`realtime = false`), counts processed frames from an MQTT subscriber and
+reports frames/s against the limit, capture-to-subscriber latency, and CPU and RSS per process.
+Optionally it finds the number of real-rate streams the box sustains (`--capacity`). A crash or
+Ctrl-C stops the daemon and the broker it started (see `run.DaemonRun.stop`) and removes the
+temporary folder.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+import os
+import platform
+import random
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from edged import __version__
+
+if TYPE_CHECKING:
+    from edged.bench.parts import DecodeCost, InferCost
+
+DEFAULT_STREAMS = "1,2,4"
+SUSTAINED_PACE = 0.97  # decode keeps at least this share of the file's native rate
+SUSTAINED_DETECT = 0.90  # and delivers at least this share of the wanted detections
+LATENCY_SLACK_MS = 5.0
+LATENCY_SAMPLES_KEPT = 2000
 
 
 def register(subparsers: Any) -> None:
-    bench = subparsers.add_parser("bench", help="measure throughput against the machine's limit")
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure throughput against the machine's limit",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
+    bench.add_argument(
+        "--streams", default=DEFAULT_STREAMS, help="stream counts to run, comma separated (1,2,4)"
+    )
+    bench.add_argument(
+        "--video",
+        action="append",
+        help="a video file; streams cycle through the videos given (default: the two 720p "
+        "clips under $EDGED_TEST_ASSETS/media)",
+    )
+    bench.add_argument(
+        "--model",
+        default=str(assets / "models" / "yolox_nano.onnx"),
+        help="ONNX model (YOLOX layout) (default: $EDGED_TEST_ASSETS/models/yolox_nano.onnx)",
+    )
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds counted per run")
+    bench.add_argument("--warmup", type=float, help="seconds before counting (default 1/4 of it)")
+    bench.add_argument("--json", default="bench.json", help="where to write the figures")
+    bench.add_argument("--plot", help="where to draw the PNG (default: the JSON path, .png)")
+    bench.add_argument("--broker", help="mqtt://host:port of a broker (default: start mosquitto)")
+    bench.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    bench.add_argument(
+        "--threads", type=int, help="inference threads per worker (default: cores / workers)"
+    )
+    bench.add_argument(
+        "--decoder-threads",
+        type=int,
+        default=1,
+        help="FFmpeg threads per stream, the streams' decoder_threads key (default 1)",
+    )
+    bench.add_argument(
+        "--no-half-load", action="store_true", help="skip the latency run at half load"
+    )
+    bench.add_argument(
+        "--capacity",
+        action="store_true",
+        help="also find the most real-rate streams sustained at --detect-fps",
+    )
+    bench.add_argument("--detect-fps", type=float, default=5.0, help="for --capacity (5)")
+    bench.add_argument("--quiet", action="store_true", help="no progress display")
     bench.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    raise SystemExit("edged bench: not implemented yet")
+    from edged.bench import parts, report, run
+    from edged.bench.broker import LocalBroker
+    from edged.config.model import WorkerConfig
+
+    assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
+    videos = args.video or [
+        str(assets / "media" / "pedestrians-720p.avi"),
+        str(assets / "media" / "traffic-720p.mp4"),
+    ]
+    videos = [str(Path(v).resolve()) for v in videos]
+    model = str(Path(args.model).resolve())
+    for path in (*videos, model):
+        if not Path(path).is_file():
+            raise SystemExit(f"edged bench: {path} not found (see --video, --model)")
+    try:
+        counts = sorted({int(s) for s in args.streams.split(",") if s.strip()})
+    except ValueError:
+        raise SystemExit(
+            f"edged bench: --streams wants numbers like 1,2,4, got {args.streams}"
+        ) from None
+    if not counts or counts[0] < 1:
+        raise SystemExit("edged bench: --streams wants positive numbers")
+    n_cores = parts.cores()
+    workers = max(1, args.workers)
+    threads = args.threads or max(1, n_cores // workers)
+    warmup = args.warmup if args.warmup is not None else max(2.0, args.duration / 4)
+    json_path = Path(args.json)
+    plot_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
+    progress = report.Progress(quiet=args.quiet)
+
+    # (a), (b): the parts, through the worker's own code.
+    decodes = []
+    samples = []
+    for video in videos:
+        progress(f"parts: decoding {Path(video).name}")
+        cost, frames = parts.measure_decode(video, 200, args.decoder_threads)
+        decodes.append(cost)
+        samples += frames
+    progress("parts: letterbox + inference")
+    worker = WorkerConfig(name="bench", model=model, threads=threads)
+    infer = parts.measure_infer(worker, samples, 60)
+
+    def streams_for(n: int) -> tuple[run.StreamPlan, ...]:
+        return tuple(
+            run.StreamPlan(f"s{i}", decodes[i % len(decodes)].video, decodes[i % len(decodes)].fps)
+            for i in range(n)
+        )
+
+    def plan_for(n: int, *, realtime: bool, detect_fps: float) -> run.RunPlan:
+        extra = (f"decoder_threads = {args.decoder_threads}",)
+        return run.RunPlan(
+            streams_for(n),
+            model,
+            min(workers, n),
+            threads,
+            realtime,
+            detect_fps,
+            broker_url,
+            warmup,
+            args.duration,
+            stream_extra=extra,
+        )
+
+    doc: dict[str, Any] = {
+        "version": __version__,
+        "machine": {
+            "cores": n_cores,
+            "cpu": _cpu_name(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "layout": {
+            "workers": workers,
+            "threads": threads,
+            "decoder_threads": args.decoder_threads,
+        },
+        "parts": {
+            "decode": [vars(d) for d in decodes],
+            "infer": {**vars(infer), "cpu_ms": infer.cpu_ms},
+        },
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="edged-bench-") as tmp:
+        workdir = Path(tmp)
+        broker: LocalBroker | None = None
+        broker_process: psutil.Process | None = None
+        if args.broker:
+            broker_url = args.broker
+        else:
+            progress("broker: starting mosquitto")
+            broker = LocalBroker(workdir)
+            broker.start()
+            broker_url = broker.url
+            assert broker.proc is not None
+            broker_process = psutil.Process(broker.proc.pid)
+        try:
+            for n in counts:
+                used = [decodes[i % len(decodes)] for i in range(n)]
+                limit = parts.saturation_limit(n_cores, used, infer)
+                plan = plan_for(n, realtime=False, detect_fps=0.0)
+                result = run.run_daemon(
+                    workdir / f"sat-{n}", plan, progress, broker_process=broker_process
+                )
+                doc["runs"].append(_run_doc(result, "saturation", plan, limit.fps, limit.work_ms))
+                if not args.no_half_load:
+                    d = _half_load_detect_fps(n_cores, used, infer)
+                    plan = plan_for(n, realtime=True, detect_fps=d)
+                    result = run.run_daemon(
+                        workdir / f"half-{n}", plan, progress, broker_process=broker_process
+                    )
+                    entry = _run_doc(result, "half-load", plan, limit.fps, limit.work_ms)
+                    decode_wall = sum(u.wall_ms for u in used) / len(used)
+                    budget = decode_wall + infer.pre_cpu_ms + infer.infer_wall_ms
+                    entry["latency_budget_ms"] = round(budget + LATENCY_SLACK_MS, 2)
+                    p50 = entry["latency_ms"]["p50"]
+                    entry["latency_ok"] = p50 is not None and p50 <= budget + LATENCY_SLACK_MS
+                    doc["runs"].append(entry)
+            if args.capacity:
+                doc["capacity"] = _capacity(
+                    args.detect_fps, n_cores, decodes, infer, plan_for, workdir, progress,
+                    broker_process,
+                )
+        finally:
+            if broker is not None:
+                broker.stop()
+    progress.done()
+    print(report.table(doc))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    report.write_json(doc, json_path)
+    drawn = report.plot(doc, plot_path)
+    print(f"\nwrote {json_path}" + (f" and {plot_path}" if drawn else ""))
+    return 0
+
+
+def _run_doc(
+    result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
+) -> dict[str, Any]:
+    from edged.bench.run import percentiles
+
+    ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
+    samples = result.latency_ms
+    if len(samples) > LATENCY_SAMPLES_KEPT:
+        samples = random.Random(0).sample(samples, LATENCY_SAMPLES_KEPT)
+    return {
+        "streams": result.streams,
+        "mode": mode,
+        "realtime": plan.realtime,
+        "detect_fps": plan.detect_fps,
+        "seconds": round(result.seconds, 3),
+        "frames": result.frames,
+        "fps": round(result.fps, 2),
+        "limit_fps": round(limit_fps, 2),
+        "ratio": round(result.fps / limit_fps, 4),
+        "per_stream": {
+            name: {"messages": c.messages, "fps": round(c.messages / result.seconds, 2)}
+            for name, c in sorted(result.per_stream.items())
+        },
+        "latency_ms": percentiles(result.latency_ms),
+        "latency_samples_ms": [round(s, 2) for s in samples],
+        "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
+        "rss_mb": {k: round(v, 1) for k, v in result.rss_mb.items()},
+        "machine_busy_pct": round(result.machine_busy_pct, 1),
+        "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+        # work the frames needed / CPU our processes spent: 1.0 means no overhead at all
+        "cpu_efficiency": round(result.fps * work_ms / (ours * 10.0), 4) if ours > 0 else None,
+    }
+
+
+def _half_load_detect_fps(n_cores: int, used: list[DecodeCost], infer: InferCost) -> float:
+    """The detect rate per stream that, with every frame decoded, uses half of the cores."""
+    decode = sum(u.fps * u.cpu_ms for u in used)
+    d = (n_cores * 500.0 - decode) / (len(used) * infer.cpu_ms)
+    return round(max(0.5, min(d, *(u.fps for u in used))), 2)
+
+
+def _capacity(
+    detect_fps: float,
+    n_cores: int,
+    decodes: list[Any],
+    infer: Any,
+    plan_for: Any,
+    workdir: Path,
+    progress: Any,
+    broker_process: psutil.Process | None,
+) -> dict[str, Any]:
+    """The largest number of real-rate streams that keep pace: search around 0.9 x the limit."""
+    from edged.bench import parts, run
+
+    limit = parts.realtime_limit(n_cores, decodes, infer, detect_fps)
+    trials: dict[int, dict[str, Any]] = {}
+
+    def trial(n: int) -> bool:
+        plan = plan_for(n, realtime=True, detect_fps=detect_fps)
+        result = run.run_daemon(workdir / f"cap-{n}", plan, progress, broker_process=broker_process)
+        pace, detect = 1.0, 1.0
+        for stream in plan.streams:
+            count = result.per_stream.get(stream.name)
+            if count is None or count.messages < 2:
+                pace = detect = 0.0
+                continue
+            span = count.last_at - count.first_at
+            pace = min(pace, (count.last_frame - count.first_frame) / (span * stream.fps))
+            detect = min(detect, count.messages / (detect_fps * result.seconds))
+        ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
+        ok = pace >= SUSTAINED_PACE and detect >= SUSTAINED_DETECT
+        trials[n] = {
+            "streams": n,
+            "sustained": ok,
+            "pace": round(pace, 4),
+            "detect_rate": round(detect, 4),
+            "fps": round(result.fps, 2),
+            "latency_ms": percentiles_of(result.latency_ms),
+            "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
+            "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+        }
+        return ok
+
+    n = max(1, math.floor(limit * 0.9))
+    if trial(n):
+        while n + 1 <= math.ceil(limit) + 1 and trial(n + 1):
+            n += 1
+        best = n
+    else:
+        best = 0
+        while n > 1:
+            n -= 1
+            if trial(n):
+                best = n
+                break
+    return {
+        "detect_fps": detect_fps,
+        "streams": best,
+        "limit_streams": round(limit, 3),
+        "ratio": round(best / limit, 4),
+        "trials": [trials[k] for k in sorted(trials)],
+    }
+
+
+def percentiles_of(values: list[float]) -> dict[str, float | None]:
+    from edged.bench.run import percentiles
+
+    return percentiles(values)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

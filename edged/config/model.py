@@ -34,6 +34,8 @@ class NodeConfig(Base, frozen=True):
     state_dir: str = ""
     health_interval: Seconds = 30.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Reload by itself when config.toml changes (checked every 2 s), as if sent SIGHUP.
+    watch_config: bool = False
 
 
 class TlsConfig(Base, frozen=True):
@@ -128,6 +130,9 @@ class StreamConfig(Base, frozen=True):
     min_score: Score = 0.4
     # Seconds to wait before reopening a stream that failed, doubled on each failure up to 60 s.
     reconnect_delay: Seconds = 2.0
+    # FFmpeg decoder threads for this stream; 0 lets FFmpeg pick (one per core). Streams already
+    # decode in parallel, one thread each, so extra threads per stream only add hand-off costs.
+    decoder_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
 
 
 class Config(Base, frozen=True):

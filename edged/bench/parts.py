@@ -1,0 +1,151 @@
+"""The cost of each part of the work, measured one part at a time, and the limit they imply.
+
+Runs in the bench process (a short-lived command), before the daemon run, while the bench is the
+only thing of ours using the CPU. Every part goes through the same code the worker runs: decoding
+through `edged.worker.sources.open_capture` (grab + retrieve into a reused buffer, every frame),
+letterbox and inference through `Detector` and the configured backend. Costs are CPU time of the
+whole process (FFmpeg's and ONNX Runtime's own threads included) per frame. A crash here (a file
+that does not decode, a model that does not load) ends the bench with the reason; nothing is left
+running.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edged.backends import make_backend
+from edged.config.model import WorkerConfig
+from edged.worker.detector import Detector
+from edged.worker.sources import open_capture
+
+# A decoder's first frames include opening the file and filling its reference frames.
+DECODE_SKIP = 5
+
+
+@dataclass(frozen=True)
+class DecodeCost:
+    video: str
+    fps: float  # the file's frame rate, as the source paces it with realtime = true
+    cpu_ms: float  # per frame, all threads of the process
+    wall_ms: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class InferCost:
+    pre_cpu_ms: float  # letterbox into the model input
+    infer_cpu_ms: float  # one inference, all ONNX Runtime threads
+    infer_wall_ms: float  # one inference as the worker runs it (its intra-op threads)
+    post_cpu_ms: float  # box decoding + NMS: not part of the limit, it is pipeline overhead
+    frames: int
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.pre_cpu_ms + self.infer_cpu_ms
+
+
+def cores() -> int:
+    """CPU cores this process may run on (an affinity mask or a cpuset counts, not the host)."""
+    return len(os.sched_getaffinity(0))
+
+
+def measure_decode(
+    video: str, frames: int, decoder_threads: int = 0
+) -> tuple[DecodeCost, list[np.ndarray]]:
+    """Decode `frames` frames (looping the file as the source does); also return a few frames."""
+    cap = open_capture(video, decoder_threads)
+    if not cap.isOpened():
+        raise RuntimeError(f"cannot open {video}")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if 1.0 <= fps <= 240.0 else 25.0  # the source's own fallback
+    samples: list[np.ndarray] = []
+    buffer: np.ndarray | None = None
+    decoded = 0
+    cpu = wall = 0.0
+    try:
+        while decoded < frames + DECODE_SKIP:
+            c0, w0 = time.process_time(), time.perf_counter()
+            ok = cap.grab()
+            if ok:
+                ok, buffer = cap.retrieve(buffer)
+            if not ok:
+                if decoded == 0:
+                    raise RuntimeError(f"no frames in {video}")
+                cap.release()
+                cap = open_capture(video, decoder_threads)
+                continue
+            if decoded >= DECODE_SKIP:
+                cpu += time.process_time() - c0
+                wall += time.perf_counter() - w0
+            decoded += 1
+            if decoded % 37 == 0 and len(samples) < 8:
+                assert buffer is not None
+                samples.append(buffer.copy())
+    finally:
+        cap.release()
+    if not samples and buffer is not None:
+        samples.append(buffer.copy())
+    return DecodeCost(video, fps, cpu * 1000 / frames, wall * 1000 / frames, frames), samples
+
+
+def measure_infer(worker: WorkerConfig, images: list[np.ndarray], frames: int) -> InferCost:
+    """Letterbox + infer + decode boxes on decoded frames, each part timed on its own."""
+    backend = make_backend(worker)
+    backend.load()
+    detector = Detector(worker)
+    try:
+        for image in images[:2]:  # first runs allocate ONNX Runtime's arena
+            tensor, _ = detector.preprocess(image)
+            backend.infer(tensor)
+        pre = infer = infer_wall = post = 0.0
+        for i in range(frames):
+            image = images[i % len(images)]
+            c0 = time.process_time()
+            tensor, scale = detector.preprocess(image)
+            c1 = time.process_time()
+            w1 = time.perf_counter()
+            output = backend.infer(tensor)
+            w2 = time.perf_counter()
+            c2 = time.process_time()
+            list(detector.postprocess(output, scale, image.shape[1], image.shape[0], 0.4))
+            c3 = time.process_time()
+            pre += c1 - c0
+            infer += c2 - c1
+            infer_wall += w2 - w1
+            post += c3 - c2
+    finally:
+        backend.close()
+    per = 1000.0 / frames
+    return InferCost(pre * per, infer * per, infer_wall * per, post * per, frames)
+
+
+@dataclass(frozen=True)
+class Limit:
+    cores: int
+    decode_ms: float  # mean over the streams' videos
+    work_ms: float  # decode + letterbox + inference, core-ms per frame
+    fps: float  # cores * 1000 / work_ms
+
+
+def saturation_limit(n_cores: int, decodes: list[DecodeCost], infer: InferCost) -> Limit:
+    """Frames/s the cores could do with no overhead at all, every frame decoded and detected."""
+    decode_ms = sum(d.cpu_ms for d in decodes) / len(decodes)
+    work = decode_ms + infer.cpu_ms
+    return Limit(n_cores, decode_ms, work, n_cores * 1000.0 / work)
+
+
+def realtime_limit(
+    n_cores: int, decodes: list[DecodeCost], infer: InferCost, detect_fps: float
+) -> float:
+    """Streams the cores could carry at their native rate, detecting `detect_fps` a second.
+
+    A stream costs fps x decode + detect_fps x (letterbox + inference) core-ms a second; streams
+    cycle through the videos, so the mean over one cycle is the cost of an average stream.
+    """
+    per_stream = sum(d.fps * d.cpu_ms + detect_fps * infer.cpu_ms for d in decodes) / len(decodes)
+    return n_cores * 1000.0 / per_stream

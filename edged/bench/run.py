@@ -1,0 +1,403 @@
+"""One run of the real daemon under load, counted from the far side of a real broker.
+
+Runs in the bench process (a short-lived command). It writes a config into a temporary folder,
+starts `python -m edged run` as a child process (the supervisor, which spawns its workers as in
+production), subscribes to the detections with paho on its own network thread, and counts what
+arrives in a time window after a warm-up. CPU and RSS of the supervisor, each worker, the broker
+(when the bench started it) and the bench itself come from psutil at the window's edges. If the
+bench crashes or is interrupted, `DaemonRun.stop()` in a `finally` sends SIGTERM to the daemon and
+SIGKILL to whatever is left of it after a grace period; nothing outlives the bench.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import paho.mqtt.client as paho
+import psutil
+from paho.mqtt.enums import CallbackAPIVersion
+
+NODE = "bench"
+PREFIX = "edged"
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    name: str
+    video: str
+    fps: float  # the file's rate (what realtime playback paces to)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one daemon run carries: its streams, their mode, and how work maps to processes."""
+
+    streams: tuple[StreamPlan, ...]
+    model: str
+    workers: int
+    threads: int
+    realtime: bool
+    detect_fps: float
+    broker_url: str
+    warmup_s: float
+    duration_s: float
+    # Extra `key = value` lines (TOML) for every [[workers]] / [[streams]] table: lever trials.
+    worker_extra: tuple[str, ...] = ()
+    stream_extra: tuple[str, ...] = ()
+
+
+@dataclass
+class StreamCount:
+    messages: int = 0
+    first_frame: int = -1
+    last_frame: int = -1
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+@dataclass
+class RunResult:
+    streams: int
+    seconds: float
+    frames: int
+    fps: float
+    latency_ms: list[float]
+    per_stream: dict[str, StreamCount]
+    cpu_pct: dict[str, float]  # % of one core over the window
+    rss_mb: dict[str, float]
+    machine_busy_pct: float  # all processes on the box, % of one core (cores x 100 = all busy)
+    log_tail: str = ""
+    health: dict[str, Any] = field(default_factory=dict)
+
+
+def config_text(plan: RunPlan, state_dir: Path) -> str:
+    lines = [
+        "[node]",
+        f'name = "{NODE}"',
+        f'state_dir = "{state_dir}"',
+        "health_interval = 1.0",
+        'log_level = "warning"',
+        "",
+        "[mqtt]",
+        f'url = "{plan.broker_url}"',
+        f'topic_prefix = "{PREFIX}"',
+    ]
+    for w in range(plan.workers):
+        lines += [
+            "",
+            "[[workers]]",
+            f'name = "cpu{w}"',
+            f'model = "{plan.model}"',
+            f"threads = {plan.threads}",
+            *plan.worker_extra,
+        ]
+    for i, stream in enumerate(plan.streams):
+        lines += [
+            "",
+            "[[streams]]",
+            f'name = "{stream.name}"',
+            f'source = "{stream.video}"',
+            f'worker = "cpu{i % plan.workers}"',
+            "loop = true",
+            f"realtime = {'true' if plan.realtime else 'false'}",
+            f"detect_fps = {plan.detect_fps}",
+            "min_score = 0.4",
+            *plan.stream_extra,
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class _Detection(msgspec.Struct):
+    """The fields of a detections payload the bench needs; the rest is skipped unparsed."""
+
+    stream: str
+    frame: int
+    ts_ms: int
+
+
+_decode_detection = msgspec.json.Decoder(_Detection)
+
+
+class Counter:
+    """A paho subscriber on its own thread: detections are counted, the latest health is kept."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._lock = threading.Lock()
+        self._window: tuple[float, float] | None = None
+        self.total = 0
+        self.seen: set[str] = set()
+        self.per_stream: dict[str, StreamCount] = {}
+        self.latency_ms: list[float] = []
+        self.health: dict[str, Any] = {}
+        self._subscribed = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *a: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect(host, port, keepalive=30)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            self.close()
+            raise RuntimeError(f"could not subscribe to the broker at {host}:{port}")
+
+    def _on_connect(self, client: paho.Client, *args: Any) -> None:
+        base = f"{PREFIX}/{NODE}"
+        client.subscribe([(f"{base}/+/detections", 1), (f"{base}/health", 0)])
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = time.time()
+        if msg.topic.endswith("/health"):
+            self.health = msgspec.json.decode(msg.payload)
+            return
+        d = _decode_detection.decode(msg.payload)
+        with self._lock:
+            self.total += 1
+            self.seen.add(d.stream)
+            window = self._window
+            if window is None or not window[0] <= now < window[1]:
+                return
+            count = self.per_stream.setdefault(d.stream, StreamCount())
+            if count.messages == 0:
+                count.first_frame, count.first_at = d.frame, now
+            count.messages += 1
+            count.last_frame, count.last_at = d.frame, now
+            self.latency_ms.append(now * 1000.0 - d.ts_ms)
+
+    def count_between(self, start: float, end: float) -> None:
+        with self._lock:
+            self._window = (start, end)
+            self.per_stream.clear()
+            self.latency_ms.clear()
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        t = process.cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return float("nan")
+
+
+def _rss_mb(process: psutil.Process) -> float:
+    try:
+        return float(process.memory_info().rss) / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+class DaemonRun:
+    """`python -m edged run` on a written config, in `workdir`."""
+
+    def __init__(self, workdir: Path, plan: RunPlan) -> None:
+        self.workdir = workdir
+        self.plan = plan
+        self.config = workdir / "config.toml"
+        self.config.write_text(config_text(plan, workdir / "state"))
+        self.log_path = workdir / "edged.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edged", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.workdir,
+            )
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """The supervisor and its spawned workers, named as the health message names them."""
+        assert self.proc is not None
+        supervisor = psutil.Process(self.proc.pid)
+        found = {"supervisor": supervisor}
+        try:
+            children = supervisor.children(recursive=False)
+        except psutil.Error:
+            children = []
+        for child in children:
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            if "spawn_main" in cmdline:
+                found[f"worker pid {child.pid}"] = child
+        return found
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        for child in descendants:
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    child.kill()
+            except psutil.Error:
+                pass
+        return code
+
+
+Progress = Callable[[str], None]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, daemon: DaemonRun) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if not daemon.alive():
+            raise RuntimeError(f"edged exited while waiting for {what}:\n{daemon.log_tail()}")
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}:\n{daemon.log_tail()}")
+
+
+def run_daemon(
+    workdir: Path,
+    plan: RunPlan,
+    progress: Progress,
+    *,
+    broker_process: psutil.Process | None = None,
+) -> RunResult:
+    """Start the daemon, warm up, count for `plan.duration_s`, stop it; return the figures."""
+    host, port = _host_port(plan.broker_url)
+    workdir.mkdir(parents=True, exist_ok=True)
+    counter = Counter(host, port)
+    daemon = DaemonRun(workdir, plan)
+    label = f"{len(plan.streams)} stream(s), {"realtime" if plan.realtime else "saturation"}"
+    try:
+        daemon.start()
+        names = {s.name for s in plan.streams}
+        progress(f"{label}: starting the daemon")
+        _wait(lambda: names <= counter.seen, 120, "detections from every stream", daemon)
+        warm_end = time.time() + plan.warmup_s
+        while time.time() < warm_end:
+            progress(f"{label}: warming up, {warm_end - time.time():4.1f} s left")
+            _sleep_until(min(warm_end, time.time() + 1.0), daemon)
+        procs = dict(daemon.processes())
+        if broker_process is not None:
+            procs["mosquitto"] = broker_process
+        procs["bench (subscriber)"] = psutil.Process()
+        start = time.time()
+        end = start + plan.duration_s
+        counter.count_between(start, end)
+        cpu0 = {name: _cpu_seconds(p) for name, p in procs.items()}
+        machine0 = psutil.cpu_times()
+        rss_peak: dict[str, float] = {}
+        while time.time() < end:
+            _sleep_until(min(end, time.time() + 1.0), daemon)
+            elapsed = time.time() - start
+            with counter._lock:
+                frames = sum(c.messages for c in counter.per_stream.values())
+            progress(
+                f"{label}: {elapsed:5.1f}/{plan.duration_s:g} s, {frames} frames, "
+                f"{frames / max(elapsed, 1e-3):6.1f} frames/s"
+            )
+            for name, p in procs.items():
+                rss_peak[name] = max(rss_peak.get(name, 0.0), _rss_mb(p))
+        wall = time.time() - start
+        cpu1 = {name: _cpu_seconds(p) for name, p in procs.items()}
+        machine1 = psutil.cpu_times()
+        with counter._lock:
+            per_stream = {k: StreamCount(**vars(v)) for k, v in counter.per_stream.items()}
+            latency = list(counter.latency_ms)
+        frames = sum(c.messages for c in per_stream.values())
+        busy = (_busy(machine1) - _busy(machine0)) / wall * 100.0
+        health = dict(counter.health)
+        names_by_pid = _worker_names(health)
+        cpu_pct: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        for name, p in procs.items():
+            shown = names_by_pid.get(p.pid, name) if name.startswith("worker pid") else name
+            cpu_pct[shown] = (cpu1[name] - cpu0[name]) / wall * 100.0
+            rss[shown] = rss_peak.get(name, _rss_mb(p))
+        return RunResult(
+            streams=len(plan.streams),
+            seconds=wall,
+            frames=frames,
+            fps=frames / wall,
+            latency_ms=latency,
+            per_stream=per_stream,
+            cpu_pct=cpu_pct,
+            rss_mb=rss,
+            machine_busy_pct=busy,
+            health=health,
+        )
+    finally:
+        counter.close()
+        code = daemon.stop()
+        if code not in (0, None):
+            progress(f"{label}: edged exited with {code}")
+
+
+def _busy(t: Any) -> float:
+    """CPU seconds spent by everything on the machine (not idle, not waiting for I/O)."""
+    idle = float(t.idle) + float(getattr(t, "iowait", 0.0))
+    return float(sum(t)) - idle - float(getattr(t, "guest", 0.0)) - float(
+        getattr(t, "guest_nice", 0.0)
+    )
+
+
+def _worker_names(health: dict[str, Any]) -> dict[int, str]:
+    workers = health.get("workers", {})
+    return {
+        int(w["pid"]): f"worker {name}"
+        for name, w in workers.items()
+        if isinstance(w, dict) and w.get("pid")
+    }
+
+
+def _sleep_until(deadline: float, daemon: DaemonRun) -> None:
+    while time.time() < deadline:
+        if not daemon.alive():
+            raise RuntimeError(f"edged exited during the run:\n{daemon.log_tail()}")
+        time.sleep(min(0.1, max(0.0, deadline - time.time())))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    rest = url.split("://", 1)[1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host:
+        return rest, 1883
+    return host.strip("[]"), int(port)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
