@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 STOP_GRACE_S = 5.0
 # READY=1 waits this long for the broker; after that edged runs and keeps events in the outbox.
 MQTT_READY_GRACE_S = 10.0
+WATCH_INTERVAL_S = 2.0
 
 
 class Supervisor:
@@ -81,6 +82,7 @@ class Supervisor:
         self._spawn_task(self._announce_ready(), "startup")
         self._spawn_task(self._health_loop(), "health")
         self._spawn_task(self._reload_loop(), "reload")
+        self._spawn_task(self._watch_config(), "watch-config")
         if self._notifier.watchdog_interval:
             self._spawn_task(self._watchdog(), "watchdog")
         while True:
@@ -243,6 +245,30 @@ class Supervisor:
             self._reload_wanted.clear()  # SIGHUPs that arrive meanwhile coalesce into one more
             await self._reload()
 
+    async def _watch_config(self) -> None:
+        """Opt-in (`node.watch_config`): a changed file reloads like SIGHUP.
+
+        The file must look the same on two checks in a row, so an editor that writes in several
+        steps triggers one reload of the finished file, not one of a half-written one.
+        """
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(None, _file_stamp, self.config_path)
+        pending: tuple[int, int] | None = None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if not self.config.node.watch_config:
+                seen = await loop.run_in_executor(None, _file_stamp, self.config_path)
+                continue
+            stamp = await loop.run_in_executor(None, _file_stamp, self.config_path)
+            if stamp == seen:
+                pending = None
+            elif stamp == pending:
+                log.info("config file changed; reloading", file=str(self.config_path))
+                seen, pending = stamp, None
+                self._reload_wanted.set()
+            else:
+                pending = stamp
+
     async def _reload(self) -> None:
         self._notifier.reloading("reloading config")
         loop = asyncio.get_running_loop()
@@ -311,6 +337,14 @@ class Supervisor:
     def _labels_of(config: Config) -> dict[str, tuple[str, ...]]:
         labels = {w.name: load_labels(w.labels) for w in config.workers}
         return {s.name: s.labels or labels[s.worker] for s in config.streams}
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _load_with_hash(path: Path) -> tuple[Config, str]:

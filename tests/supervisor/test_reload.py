@@ -173,3 +173,31 @@ def test_invalid_config_is_rejected_and_nothing_changes(running: Running) -> Non
         "both streams still running",
     )
     assert running.pids() == pids
+
+
+def test_watched_config_file_reloads_without_a_signal(
+    tmp_path: Path, assets: Path, broker: Broker
+) -> None:
+    text = two_stream_config(assets, broker, tmp_path / "state", health_interval="0.5")
+    text = text.replace("[node]\n", "[node]\nwatch_config = true\n", 1)
+    daemon = Daemon(tmp_path, text)
+    subscriber = Subscriber(broker.port)
+    daemon.start()
+    try:
+        subscriber.wait_for(
+            lambda ms: any(m.topic == CONFIG_TOPIC for m in ms), 60, "the first config state"
+        )
+        daemon.config.write_text(text.replace("min_score = 0.4", "min_score = 0.7", 1))
+        messages = subscriber.wait_for(
+            lambda ms: any(m.topic == CONFIG_TOPIC and m.json()["generation"] == 2 for m in ms),
+            20,
+            "a reload after the file changed",
+        )
+        state = [m for m in messages if m.topic == CONFIG_TOPIC][-1].json()
+        assert state["ok"] is True and "streams updated: street" in state["changed"], state
+    except BaseException:
+        print(daemon.log())
+        raise
+    finally:
+        subscriber.close()
+        assert daemon.stop(timeout=10) == 0
