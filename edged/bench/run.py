@@ -298,7 +298,8 @@ def run_daemon(
     workdir.mkdir(parents=True, exist_ok=True)
     counter = Counter(host, port)
     daemon = DaemonRun(workdir, plan)
-    label = f"{len(plan.streams)} stream(s), {"realtime" if plan.realtime else "saturation"}"
+    mode = f"realtime at {plan.detect_fps:g} detections/s" if plan.realtime else "saturation"
+    label = f"{len(plan.streams)} stream(s), {mode}"
     try:
         daemon.start()
         names = {s.name for s in plan.streams}
