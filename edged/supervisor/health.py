@@ -35,9 +35,15 @@ class StreamHealth:
     worker: str
     status: str = "starting"
     reason: str = ""
+    # The newest counters from the worker and when they arrived (monotonic); rates are taken
+    # between counters' arrival times, not snapshot times: workers report every few seconds,
+    # which need not line up with health_interval.
     counters: StreamCounters | None = None
-    previous: StreamCounters | None = None
-    previous_at: float = field(default_factory=time.monotonic)
+    counters_at: float = 0.0
+    base: StreamCounters | None = None
+    base_at: float = 0.0
+    fps_in: float = 0.0
+    fps_processed: float = 0.0
     # capture -> publish, milliseconds, the most recent samples
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
@@ -46,6 +52,8 @@ class StreamHealth:
 class WorkerHealth:
     infer_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     process: psutil.Process | None = None
+    # Workers report every few seconds; between two reports the last figure stands.
+    infer_p50: float | None = None
 
 
 class HealthTracker:
@@ -83,7 +91,9 @@ class HealthTracker:
         for counters in message.streams:
             stream = self.streams.get(counters.stream)
             if stream is not None:
-                stream.counters = counters
+                stream.counters, stream.counters_at = counters, time.monotonic()
+                if stream.base is None:
+                    stream.base, stream.base_at = counters, stream.counters_at
 
     def worker_gone(self, name: str) -> None:
         """Its streams are offline until the replacement reports them."""
@@ -91,7 +101,9 @@ class HealthTracker:
             if stream.worker == name and stream.status == "online":
                 stream.status, stream.reason = "offline", "worker restarting"
             if stream.worker == name:
-                stream.previous = stream.counters = None
+                # The replacement counts from zero: rates start again from its first report.
+                stream.base = stream.counters = None
+                stream.fps_in = stream.fps_processed = 0.0
 
     def snapshot(
         self, handles: dict[str, WorkerHandle], generation: int, mqtt: dict[str, Any]
@@ -106,20 +118,18 @@ class HealthTracker:
                 **self._process_figures(self._me),
             },
             "mqtt": mqtt,
-            "streams": {name: self._stream(s, now, handles) for name, s in self.streams.items()},
+            "streams": {name: self._stream(s, handles) for name, s in self.streams.items()},
             "workers": {name: self._worker(h) for name, h in handles.items()},
         }
 
-    def _stream(
-        self, stream: StreamHealth, now: float, handles: dict[str, WorkerHandle]
-    ) -> dict[str, Any]:
-        c, p = stream.counters, stream.previous
-        dt = max(1e-3, now - stream.previous_at)
-        fps_in = fps_out = 0.0
-        if c is not None and p is not None:
-            fps_in = max(0, c.frames_in - p.frames_in) / dt
-            fps_out = max(0, c.frames_processed - p.frames_processed) / dt
-        stream.previous, stream.previous_at = c, now
+    def _stream(self, stream: StreamHealth, handles: dict[str, WorkerHandle]) -> dict[str, Any]:
+        c, base = stream.counters, stream.base
+        if c is not None and base is not None and stream.counters_at > stream.base_at:
+            # Frames since the last snapshot's newest report; no new report: the last rates.
+            dt = stream.counters_at - stream.base_at
+            stream.fps_in = max(0, c.frames_in - base.frames_in) / dt
+            stream.fps_processed = max(0, c.frames_processed - base.frames_processed) / dt
+            stream.base, stream.base_at = c, stream.counters_at
         handle = handles.get(stream.worker)
         status, reason = stream.status, stream.reason
         if handle is not None and handle.state.value == "failed":
@@ -130,8 +140,8 @@ class HealthTracker:
             "status": status,
             "reason": reason,
             "worker": stream.worker,
-            "fps_in": round(fps_in, 2),
-            "fps_processed": round(fps_out, 2),
+            "fps_in": round(stream.fps_in, 2),
+            "fps_processed": round(stream.fps_processed, 2),
             "frames_in": c.frames_in if c else 0,
             "frames_processed": c.frames_processed if c else 0,
             "frames_dropped": c.frames_dropped if c else 0,
@@ -154,8 +164,9 @@ class HealthTracker:
                     health.process.cpu_percent(None)  # primes the counter
             if health.process is not None:
                 figures = self._process_figures(health.process)
-        infer = list(health.infer_ms)
-        health.infer_ms.clear()
+        if health.infer_ms:
+            health.infer_p50 = percentile(list(health.infer_ms), 50)
+            health.infer_ms.clear()
         age = handle.heartbeat_age()
         return {
             "state": handle.state.value,
@@ -165,7 +176,7 @@ class HealthTracker:
             "restarts": handle.restarts,
             "last_exit": handle.last_exit,
             "heartbeat_age_s": None if age is None else round(age, 2),
-            "infer_ms_p50": percentile(infer, 50),
+            "infer_ms_p50": health.infer_p50,
             **figures,
         }
 

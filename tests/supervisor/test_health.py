@@ -1,0 +1,160 @@
+"""Health on MQTT from a real `edged run`: the retained health message, availability with its last
+will, and per-stream retained status, each checked against the shipped JSON Schemas.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import psutil
+from referencing import Registry, Resource
+
+from edged import __version__
+from edged.mqtt.payloads import load_schema
+from edged.supervisor.health import percentile
+from tests.support.broker import Broker
+from tests.support.daemon import Daemon, all_gone
+from tests.support.mqtt import Message, Subscriber
+from tests.support.supervision import S, W, config_text
+
+NODE = "hl"
+HEALTH = f"edged/{NODE}/health"
+STATUS = f"edged/{NODE}/status"
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    schemas = [load_schema(n) for n in ("state", "health", "stream_status", "availability")]
+    registry: Registry[Any] = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in schemas
+    )
+    return jsonschema.Draft202012Validator(load_schema(name), registry=registry)
+
+
+def validate(message: Message) -> None:
+    if message.topic == STATUS:
+        validator("availability").validate(message.payload.decode())
+    elif message.topic == HEALTH:
+        validator("health").validate(message.json())
+    elif message.topic.endswith("/status"):
+        validator("stream_status").validate(message.json())
+
+
+def healths(messages: list[Message]) -> list[dict[str, Any]]:
+    return [m.json() for m in messages if m.topic == HEALTH]
+
+
+def complete(health: dict[str, Any]) -> bool:
+    """Every figure has had time to fill in: rates, percentiles, process figures."""
+    streams, workers = health["streams"].values(), health["workers"].values()
+    return (
+        len(streams) == 2
+        and all(s["fps_in"] > 0 and s["fps_processed"] > 0 for s in streams)
+        and all(s["latency_ms"]["p50"] is not None for s in streams)
+        and all(w["infer_ms_p50"] is not None and w["cpu_percent"] for w in workers)
+    )
+
+
+def retained(port: int, topics: tuple[str, ...], timeout: float = 10) -> dict[str, Message]:
+    """What a client connecting now is told: the retained message of each topic."""
+    fresh = Subscriber(port, topics)
+    try:
+        messages = fresh.wait_for(
+            lambda ms: {m.topic for m in ms} >= set(topics), timeout, f"retained {topics}"
+        )
+    finally:
+        fresh.close()
+    return {m.topic: m for m in messages}
+
+
+def test_health_availability_and_stream_status(
+    tmp_path: Path, assets: Path, broker: Broker
+) -> None:
+    subscriber = Subscriber(broker.port)
+    text = config_text(
+        assets,
+        broker,
+        tmp_path / "state",
+        [W("cpu0"), W("cpu1")],
+        [S("street", "cpu0", "street"), S("road", "cpu1", "road")],
+        node=NODE,
+        health_interval=1,
+    )
+    daemon = Daemon(tmp_path, text)
+    daemon.start()
+    try:
+        messages = subscriber.wait_for(
+            lambda ms: any(complete(h) for h in healths(ms)), 30, "a complete health message"
+        )
+        for message in messages:
+            validate(message)
+        health = next(h for h in reversed(healths(messages)) if complete(h))
+
+        d = health["daemon"]
+        assert (d["version"], d["pid"], d["config_generation"]) == (__version__, daemon.pid, 1)
+        assert d["uptime_s"] > 0 and d["rss_bytes"] > 10_000_000 and d["cpu_percent"] is not None
+        assert health["mqtt"]["connected"] is True
+
+        for name, native_fps in (("street", 50), ("road", 30)):
+            s = health["streams"][name]
+            assert s["status"] == "online" and s["reason"] == ""
+            # Files play in real time at their own rate; the detector runs at detect_fps = 5.
+            assert 0.7 * native_fps <= s["fps_in"] <= 1.3 * native_fps, s
+            assert 2 <= s["fps_processed"] <= 8, s
+            assert s["frames_processed"] <= s["frames_in"]
+            p = s["latency_ms"]
+            assert 0 < p["p50"] <= p["p95"] <= p["p99"] < 2000, p
+
+        worker_pids = {p.pid for p in daemon.workers()}
+        for name in ("cpu0", "cpu1"):
+            w = health["workers"][name]
+            assert w["state"] == "ready" and w["pid"] in worker_pids, w
+            assert (w["restarts"], w["last_exit"]) == (0, ""), w
+            assert w["rss_bytes"] > 50_000_000 and w["cpu_percent"] > 0, w
+            assert 0 <= w["heartbeat_age_s"] < 3 and 0 < w["infer_ms_p50"] < 1000, w
+
+        # A client that connects now learns the state from retained messages alone.
+        topics = (STATUS, HEALTH, f"edged/{NODE}/street/status", f"edged/{NODE}/road/status")
+        now = retained(broker.port, topics)
+        assert all(m.retain for m in now.values()), now
+        assert now[STATUS].payload == b"online"
+        assert now[f"edged/{NODE}/street/status"].json()["status"] == "online"
+        assert now[f"edged/{NODE}/road/status"].json()["worker"] == "cpu1"
+        for message in now.values():
+            validate(message)
+
+        # The supervisor dies without a word: the broker publishes its last will, retained, and
+        # the workers see their pipes close and exit on their own.
+        children = daemon.children()
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(5)
+        subscriber.wait_for(
+            lambda ms: any(m.topic == STATUS and m.payload == b"offline" for m in ms),
+            10,
+            "the last will",
+        )
+        after = retained(broker.port, (STATUS,))
+        assert after[STATUS].payload == b"offline" and after[STATUS].retain
+        all_gone(children, timeout=10)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
+    except BaseException:
+        daemon.kill_all()
+        print(daemon.log())
+        raise
+    finally:
+        subscriber.close()
+
+
+def test_percentile_by_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([7.0], 99) == 7.0
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (
+        51.0,
+        95.0,
+        99.0,
+    )
