@@ -205,7 +205,13 @@ def _bench(args: argparse.Namespace) -> int:
                     doc["runs"].append(entry)
             if args.capacity:
                 doc["capacity"] = _capacity(
-                    args.detect_fps, n_cores, decodes, infer, plan_for, workdir, progress,
+                    args.detect_fps,
+                    n_cores,
+                    decodes,
+                    infer,
+                    plan_for,
+                    workdir,
+                    progress,
                     broker_process,
                 )
         finally:
@@ -220,9 +226,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_doc(
-    result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
-) -> dict[str, Any]:
+def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float) -> dict[str, Any]:
     from edged.bench.run import percentiles
 
     ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))

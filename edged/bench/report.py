@@ -55,9 +55,7 @@ def table(doc: dict[str, Any]) -> str:
     """The human summary of a bench document (what `edged bench` prints)."""
     out: list[str] = []
     parts = doc["parts"]
-    decodes = ", ".join(
-        f"{Path(d['video']).name} {d['cpu_ms']:.2f}" for d in parts["decode"]
-    )
+    decodes = ", ".join(f"{Path(d['video']).name} {d['cpu_ms']:.2f}" for d in parts["decode"])
     infer = parts["infer"]
     out.append(
         f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); "

@@ -368,8 +368,11 @@ def run_daemon(
 def _busy(t: Any) -> float:
     """CPU seconds spent by everything on the machine (not idle, not waiting for I/O)."""
     idle = float(t.idle) + float(getattr(t, "iowait", 0.0))
-    return float(sum(t)) - idle - float(getattr(t, "guest", 0.0)) - float(
-        getattr(t, "guest_nice", 0.0)
+    return (
+        float(sum(t))
+        - idle
+        - float(getattr(t, "guest", 0.0))
+        - float(getattr(t, "guest_nice", 0.0))
     )
 
 

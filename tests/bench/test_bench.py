@@ -15,8 +15,21 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     out = tmp_path / "out.json"
     env = dict(os.environ, EDGED_TEST_ASSETS=str(assets))
     done = subprocess.run(
-        [sys.executable, "-m", "edged", "bench", "--streams", "1", "--duration", "5",
-         "--warmup", "2", "--json", str(out), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "edged",
+            "bench",
+            "--streams",
+            "1",
+            "--duration",
+            "5",
+            "--warmup",
+            "2",
+            "--json",
+            str(out),
+            "--quiet",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
