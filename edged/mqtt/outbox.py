@@ -96,6 +96,7 @@ class Outbox:
         self._pending_io: set[asyncio.Future[Any]] = set()
         self.dropped_memory = 0
         self.acked = 0
+        self.rejected = 0
         self.peak = self._disk.rows
 
     # --- producer side ----------------------------------------------------------------------
@@ -187,10 +188,14 @@ class Outbox:
             self._ready.clear()
             await self._ready.wait()
 
-    def ack(self, entry: Entry) -> None:
+    def ack(self, entry: Entry, *, rejected: bool = False) -> None:
+        """The broker has it (or refused it for good: `rejected`, counted, never retried)."""
         if self._inflight.pop(entry.oid, None) is None:
             return
-        self.acked += 1
+        if rejected:
+            self.rejected += 1
+        else:
+            self.acked += 1
         if entry.on_disk:
             self._inflight_disk -= 1
             self._to_delete.append(entry.oid)

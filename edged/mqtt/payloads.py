@@ -8,6 +8,7 @@ The JSON Schema of every payload is shipped in `edged/schemas/` (see `schema_pat
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from importlib import resources
@@ -47,15 +48,28 @@ class DetectionsPayload(msgspec.Struct, frozen=True):
     detections: list[DetectionOut]
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def rfc3339_ms(ts_ms: int) -> str:
     """UTC, millisecond precision, 'Z' suffix: 2026-05-01T12:34:56.789Z."""
+    global _second_cache  # noqa: PLW0603 - one-entry cache: strftime once a second, not per message
     secs, ms = divmod(ts_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
+    if _second_cache[0] != secs:
+        _second_cache = (secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)))
+    return f"{_second_cache[1]}.{ms:03d}Z"
+
+
+# Ids: 64 random bits drawn once per process, then a counter: 32 hex digits like a uuid4, unique
+# across processes and restarts (a collision needs two processes drawing the same 64 bits), and
+# several times cheaper than uuid4() per message.
+_id_prefix = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
 
 
 def new_id() -> str:
-    """A unique message id (uuid4, 32 hex digits) for de-duplicating at-least-once deliveries."""
-    return uuid.uuid4().hex
+    """A unique message id (32 hex digits) for de-duplicating at-least-once deliveries."""
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def encode_detections(node: str, seq: int, result: Result, *, stream: str | None = None) -> bytes:
@@ -72,9 +86,7 @@ def encode_detections(node: str, seq: int, result: Result, *, stream: str | None
         width=result.width,
         height=result.height,
         infer_ms=round(result.infer_ms, 3),
-        detections=[
-            DetectionOut(d.label, d.class_id, round(d.score, 4), d.box) for d in result.detections
-        ],
+        detections=[DetectionOut(d.label, d.class_id, d.score, d.box) for d in result.detections],
     )
     return _encoder.encode(payload)
 

@@ -9,10 +9,11 @@ everything queued during an outage is on disk within one loop iteration and is s
 restart. Retained state is not queued: the supervisor sets it again after a restart. The broker
 publishes our last will (`offline`, retained) when the connection dies without a DISCONNECT.
 
-Delivery: durable messages are sent QoS 1, pipelined (up to `WINDOW` unacknowledged, sent in order
-on one connection). A failed or timed-out publish ends the connection; everything unacknowledged is
-sent again, in order, after the reconnect. So a subscriber sees every message at least once, in
-`seq` order per stream, possibly with duplicates (same `id`) around a reconnect.
+Delivery: durable messages are sent QoS 1, pipelined (see `sender.py`: up to `WINDOW`
+unacknowledged, in order on one connection). A failed or timed-out publish ends the connection;
+everything unacknowledged is sent again, in order, after the reconnect. So a subscriber sees every
+message at least once, in `seq` order per stream, possibly with duplicates (same `id`) around a
+reconnect.
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ from edged.mqtt.connection import (
     read_password,
     tls_context,
 )
-from edged.mqtt.outbox import Entry, Outbox
+from edged.mqtt.outbox import Outbox
 from edged.mqtt.payloads import encode_detections, encode_json, encode_state
+from edged.mqtt.sender import WINDOW, DurableSender
 from edged.mqtt.topics import OFFLINE, ONLINE, Topics, check_suffix
 from edged.protocol import Result
 
 log = structlog.get_logger(__name__)
 
-# Unacknowledged QoS 1 publishes on the wire at once. One at a time caps throughput at 1/RTT;
-# a window keeps the link busy while the order on the wire stays the order of the outbox.
-WINDOW = 64
+# How long the sender lets messages gather before writing them (seconds): the price is at most this
+# much delivery latency. Each socket wake-up (write, then the PUBACKs) costs far more CPU than a
+# message's bytes; measured at 200 messages/s, one message a tick: 0 s -> ~330 us CPU a message,
+# 20 ms -> ~245 us, 50 ms -> ~200 us (docs/mqtt.md, "Figures"). A backlog is sent without lingering.
+LINGER_S = 0.05
 # Retained state messages sent concurrently (latest value wins, so no ordering between topics).
 STATE_BATCH = 32
 # The v5 session outlives a short disconnect, so the broker keeps our subscription.
@@ -219,6 +223,7 @@ class Publisher:
             "outbox_disk_bytes": disk.bytes,
             "outbox_peak": self._outbox.peak,
             "dropped": self._outbox.dropped,
+            "rejected": self._outbox.rejected,
             "published": self._outbox.acked,
             "last_error": self._last_error,
             "disk_error": self._outbox.disk_error,
@@ -283,23 +288,20 @@ class Publisher:
         # Retained state and discovery go out again on every connect.
         self._mark_all_dirty()
         self._outbox.set_online()
-        failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        tasks: list[asyncio.Future[Any]] = [
+        sender = DurableSender(client, self._outbox, timeout, LINGER_S)
+        tasks = [
             asyncio.create_task(self._read(client, topics), name="mqtt-read"),
-            asyncio.create_task(self._send_durable(client, timeout, failure), name="mqtt-send"),
+            asyncio.create_task(sender.send(), name="mqtt-send"),
+            asyncio.create_task(sender.watch(), name="mqtt-watch"),
             asyncio.create_task(self._send_states(client, topics, timeout), name="mqtt-state"),
             asyncio.create_task(self._wake.wait(), name="mqtt-wake"),
         ]
         try:
-            done, _ = await asyncio.wait([*tasks, failure], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if not failure.done():
-                failure.cancel()
-            elif not failure.cancelled():
-                failure.exception()  # retrieved: only the first error is reported
         for d in done:
             exc = None if d.cancelled() else d.exception()
             if exc is not None:
@@ -320,36 +322,6 @@ class Publisher:
                 for suffix in self._states:
                     if "/count/" in suffix:
                         self._mark_dirty(topics.state(suffix))
-
-    async def _send_durable(
-        self, client: aiomqtt.Client, timeout: float, failure: asyncio.Future[None]
-    ) -> None:
-        window = asyncio.Semaphore(WINDOW)
-        running: set[asyncio.Task[None]] = set()
-
-        async def one(entry: Entry) -> None:
-            try:
-                # aiomqtt hands the message to paho synchronously in this task's first step, and
-                # tasks start in creation order: the wire order is the outbox order.
-                await client.publish(entry.topic, entry.payload, 1, timeout=timeout)
-            except Exception as exc:
-                if not failure.done():
-                    failure.set_exception(exc)
-            else:
-                self._outbox.ack(entry)
-            finally:
-                window.release()
-
-        try:
-            while True:
-                for entry in await self._outbox.take(WINDOW):
-                    await window.acquire()
-                    task = asyncio.create_task(one(entry))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-        finally:
-            for task in running:
-                task.cancel()
 
     async def _send_states(self, client: aiomqtt.Client, topics: Topics, timeout: float) -> None:
         while True:

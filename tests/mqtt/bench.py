@@ -1,0 +1,176 @@
+"""Figures for docs/mqtt.md: publish throughput, CPU per message, loss across a long outage.
+
+    python -m tests.mqtt.bench throughput [--messages 50000]
+    python -m tests.mqtt.bench cpu [--rate 200] [--seconds 20]
+    python -m tests.mqtt.bench outage [--rate 200] [--seconds 60]
+
+Each starts its own mosquitto (tests.support.broker) in a temporary folder, runs the Publisher
+in this process on uvloop (as the supervisor does), and prints one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+import uvloop
+
+from edged.mqtt import Publisher
+from tests.mqtt.support import configs, persistent_broker, result, subscribed, until
+from tests.mqtt.test_outage import check_delivery
+from tests.support.broker import Broker
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (the outbox's disk thread too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def paced(pub: Publisher, streams: list[str], rate: float, seconds: float) -> dict[str, int]:
+    sent = dict.fromkeys(streams, 0)
+    period = len(streams) / rate
+    t_end = time.monotonic() + seconds
+    nxt = time.monotonic()
+    while time.monotonic() < t_end:
+        for s in streams:
+            pub.publish_detections(s, result(s, sent[s], n_boxes=3))
+            sent[s] += 1
+        nxt += period
+        await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+    return sent
+
+
+async def throughput(broker: Broker, state: Path, messages: int) -> dict[str, Any]:
+    pub = Publisher(*configs(broker.url), state)
+    task = asyncio.create_task(pub.run())
+    await until(lambda: pub.connected, 10, "connected")
+    c0, t0 = cpu_s(), time.perf_counter()
+    chunk = 500  # let the loop run between chunks, as results arrive in bursts
+    for i in range(0, messages, chunk):
+        for j in range(i, min(i + chunk, messages)):
+            pub.publish_detections("cam1", result("cam1", j, n_boxes=3))
+        await asyncio.sleep(0)
+    await until(lambda: pub.stats()["published"] >= messages, 300, "all acknowledged")
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    stats = pub.stats()
+    await pub.stop()
+    await task
+    return {
+        "bench": "throughput",
+        "messages": messages,
+        "msgs_per_s": round(messages / wall),
+        "cpu_us_per_msg": round(cpu / messages * 1e6, 1),
+        "outbox_peak": stats["outbox_peak"],
+        "spilled_to_disk": stats["outbox_peak"] > 1000,
+    }
+
+
+async def cpu(broker: Broker, state: Path, rate: float, seconds: float) -> dict[str, Any]:
+    pub = Publisher(*configs(broker.url), state)
+    task = asyncio.create_task(pub.run())
+    await until(lambda: pub.connected, 10, "connected")
+    c0, t0 = cpu_s(), time.perf_counter()
+    sent = await paced(pub, ["cam1", "cam2", "cam3", "cam4"], rate, seconds)
+    await until(lambda: pub.stats()["published"] >= sum(sent.values()), 30, "all acknowledged")
+    wall, used = time.perf_counter() - t0, cpu_s() - c0
+    await pub.stop()
+    await task
+    n = sum(sent.values())
+    return {
+        "bench": "cpu",
+        "rate": rate,
+        "messages": n,
+        "cpu_percent_of_one_core": round(used / wall * 100, 2),
+        "cpu_us_per_msg": round(used / n * 1e6, 1),
+    }
+
+
+async def outage(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
+    broker = persistent_broker(workdir)
+    broker.start()
+    streams = ["cam1", "cam2", "cam3", "cam4"]
+    try:
+        async with subscribed(broker.port) as sub:
+            pub = Publisher(*configs(broker.url), workdir / "state")
+            task = asyncio.create_task(pub.run())
+            await until(lambda: pub.connected, 10, "connected")
+            producer = asyncio.create_task(paced(pub, streams, rate, seconds + 20))
+            await asyncio.sleep(5)
+            broker.stop()
+            t_down = time.monotonic()
+            peak_disk = 0
+            while time.monotonic() - t_down < seconds:
+                peak_disk = max(peak_disk, pub.stats()["outbox_disk"])
+                await asyncio.sleep(0.25)
+            broker.start()
+            await until(lambda: pub.connected, 120, "reconnected")
+            t_up = time.monotonic()
+            await until(lambda: pub.stats()["outbox_depth"] < 10, 120, "drained")
+            drain_s = time.monotonic() - t_up
+            sent = await producer
+            total = sum(sent.values())
+            await sub.wait_for(
+                lambda _: len({d["id"] for d in sub.detections()}) >= total, 60, "all received"
+            )
+            received = len({d["id"] for d in sub.detections()})
+            dups = check_delivery(sub, sent)
+            stats = pub.stats()
+            await pub.stop()
+            await task
+    finally:
+        broker.stop()
+    return {
+        "bench": "outage",
+        "outage_s": seconds,
+        "rate": rate,
+        "sent": total,
+        "received_unique": received,
+        "lost": total - received,
+        "duplicates": sum(dups.values()),
+        "dropped": stats["dropped"],
+        "outbox_peak_messages": stats["outbox_peak"],
+        "outbox_peak_disk_rows": peak_disk,
+        "drain_s_after_reconnect": round(drain_s, 2),
+        "schema_errors": len(sub.errors),
+    }
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edged-bench-") as tmp:
+        work = Path(tmp)
+        if args.bench == "outage":
+            return await outage(work, args.rate, args.seconds)
+        broker = Broker(work)
+        broker.start()
+        try:
+            if args.bench == "throughput":
+                return await throughput(broker, work / "state", args.messages)
+            return await cpu(broker, work / "state", args.rate, args.seconds)
+        finally:
+            broker.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("bench", choices=["throughput", "cpu", "outage"])
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--rate", type=float, default=200.0, help="messages a second, all streams")
+    p.add_argument("--seconds", type=float, default=None)
+    args = p.parse_args()
+    if args.seconds is None:
+        args.seconds = 60.0 if args.bench == "outage" else 20.0
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    print(json.dumps(uvloop.run(amain(args))))
+
+
+if __name__ == "__main__":
+    main()
