@@ -253,9 +253,26 @@ def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
         "rss_mb": {k: round(v, 1) for k, v in result.rss_mb.items()},
         "machine_busy_pct": round(result.machine_busy_pct, 1),
         "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+        # An estimate for a shared, noisy machine: the ratio against the part of the cores that
+        # other processes left free during the window. The ratio above is the measured one.
+        "ratio_to_free_cores": _ratio_to_free(result, limit_fps, ours),
         # work the frames needed / CPU our processes spent: 1.0 means no overhead at all
         "cpu_efficiency": round(result.fps * work_ms / (ours * 10.0), 4) if ours > 0 else None,
     }
+
+
+def _ratio_to_free(result: Any, limit_fps: float, ours: float) -> float | None:
+    total = parts_cores() * 100.0
+    free = total - max(0.0, result.machine_busy_pct - ours)
+    if free <= 0:
+        return None
+    return round(float(result.fps) / (limit_fps * free / total), 4)
+
+
+def parts_cores() -> int:
+    from edged.bench.parts import cores
+
+    return cores()
 
 
 def _half_load_detect_fps(n_cores: int, used: list[DecodeCost], infer: InferCost) -> float:

@@ -71,7 +71,7 @@ def table(doc: dict[str, Any]) -> str:
     head = (
         f"{'streams':>7} {'mode':<10} {'limit/s':>8} {'frames/s':>8} {'ratio':>6} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'sup %':>6} {'workers %':>9} "
-        f"{'broker %':>8} {'bench %':>7} {'others %':>8} {'RSS MB':>7}"
+        f"{'broker %':>8} {'bench %':>7} {'others %':>8} {'RSS MB':>7} {'eff':>5} {'r/free':>6}"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -85,13 +85,16 @@ def table(doc: dict[str, Any]) -> str:
             f"{_f(run['fps']):>8} {_f(run['ratio'], 3):>6} {_f(lat['p50']):>7} "
             f"{_f(lat['p95']):>7} {_f(lat['p99']):>7} {_f(cpu.get('supervisor')):>6} "
             f"{_f(workers):>9} {_f(cpu.get('mosquitto')):>8} "
-            f"{_f(cpu.get('bench (subscriber)')):>7} {_f(run['others_pct']):>8} {rss:>7.0f}"
+            f"{_f(cpu.get('bench (subscriber)')):>7} {_f(run['others_pct']):>8} {rss:>7.0f} "
+            f"{_f(run['cpu_efficiency'], 2):>5} {_f(run['ratio_to_free_cores'], 3):>6}"
         )
     out.append("")
     out.append(
         "ratio = frames/s / limit; limit = cores x 1000 / (decode + letterbox + inference "
         "core-ms), measured above in this run. CPU % is of one core over the counting window; "
-        "'others' is CPU used on this machine by processes that are not part of the run."
+        "'others' is CPU used on this machine by processes that are not part of the run. "
+        "eff = the CPU the frames' work needed / the CPU the run's processes spent (1.0 = no "
+        "overhead); r/free = an estimate: the ratio against the cores others left free."
     )
     for run in doc["runs"]:
         if run["mode"] == "half-load":

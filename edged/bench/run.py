@@ -153,7 +153,9 @@ class Counter:
 
     def _on_connect(self, client: paho.Client, *args: Any) -> None:
         base = f"{PREFIX}/{NODE}"
-        client.subscribe([(f"{base}/+/detections", 1), (f"{base}/health", 0)])
+        # QoS 0: no acknowledgement per message, so the counting costs the machine less; on
+        # a local connection nothing is lost (and a loss would only lower the count).
+        client.subscribe([(f"{base}/+/detections", 0), (f"{base}/health", 0)])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         now = time.time()
