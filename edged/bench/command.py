@@ -263,7 +263,8 @@ def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
 
 def _ratio_to_free(result: Any, limit_fps: float, ours: float) -> float | None:
     total = parts_cores() * 100.0
-    free = total - max(0.0, result.machine_busy_pct - ours)
+    busy: float = result.machine_busy_pct
+    free = total - max(0.0, busy - ours)
     if free <= 0:
         return None
     return round(float(result.fps) / (limit_fps * free / total), 4)
