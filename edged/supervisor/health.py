@@ -134,6 +134,9 @@ class HealthTracker:
         status, reason = stream.status, stream.reason
         if handle is not None and handle.state.value == "failed":
             status, reason = "failed", f"worker {stream.worker} failed: {handle.last_exit}"
+        elif handle is not None and handle.state.value == "backoff":
+            status = "offline"
+            reason = f"worker {stream.worker} restarting after: {handle.last_exit}"
         latency = list(stream.latency_ms)
         stream.latency_ms.clear()
         return {

@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -218,25 +219,31 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         assert len(will) == budget and [e["restarts_in_window"] for e in will] == [1, 2, 3]
         assert failed[0]["restarts_in_window"] == budget + 1
         assert ready_pids(daemon, "bad") == []
-        # Backoff: the wait between a death and the next start doubles (0.4, 0.8, 1.6 s, +-20 %).
+        # Backoff: the chosen delay doubles (0.4, 0.8, 1.6 s, +-20 % jitter), then the slow
+        # cadence; each is honoured: the next start comes no sooner, and not much later (the
+        # slack is the time a loaded machine takes to fork and exec the next worker).
+        delays = [e["retry_in_s"] for e in will] + [failed[0]["retry_in_s"]]
+        for delay, expected in zip(delays, (0.4, 0.8, 1.6, failed_retry), strict=True):
+            assert 0.8 * expected - 0.01 <= delay <= 1.2 * expected + 0.01, delays
         waits = [spawned[i + 1] - event_time(died[i]) for i in range(budget + 1)]
-        for wait, expected in zip(waits, (0.4, 0.8, 1.6), strict=False):
-            assert 0.8 * expected - 0.05 <= wait <= 1.2 * expected + 0.5, waits
-        assert waits[0] < waits[1] < waits[2], waits
-        assert waits[3] >= 0.8 * failed_retry, waits  # the slow cadence once failed
+        for wait, delay in zip(waits, delays, strict=True):
+            assert delay - 0.05 <= wait <= delay + 1.5, (waits, delays)
 
         # Reported: the worker and its stream are `failed` in the health message and the stream's
         # retained status; the good worker's stream is online and detecting all along.
-        def health_failed(ms: list[Message]) -> bool:
+        def failed_healths(ms: list[Message]) -> list[dict[str, Any]]:
             healths = [m.json() for m in ms if m.topic == f"edged/{NODE}/health"]
-            return any(
-                h["workers"]["bad"]["state"] == "failed"
-                and h["streams"]["street"]["status"] == "failed"
+            return [
+                h
                 for h in healths
-            )
+                if h["workers"]["bad"]["state"] == "failed"
+                and h["streams"]["street"]["status"] == "failed"
+            ]
 
-        messages = subscriber.wait_for(health_failed, 10, "health saying `failed`")
-        health = next(m.json() for m in reversed(messages) if m.topic == f"edged/{NODE}/health")
+        messages = subscriber.wait_for(
+            lambda ms: bool(failed_healths(ms)), 10, "health saying `failed`"
+        )
+        health = failed_healths(messages)[-1]
         assert health["workers"]["bad"]["restarts"] >= budget + 1
         assert "could not load its model" in health["workers"]["bad"]["last_exit"]
         assert "could not load its model" in health["streams"]["street"]["reason"]
