@@ -160,9 +160,11 @@ class Supervisor:
             self._health.worker_gone(handle.config.name)
             for name, stream in self._health.streams.items():
                 if stream.worker == handle.config.name:
+                    failed = handle.state is WorkerState.FAILED
                     self._publish_stream_status(
-                        name, "failed" if handle.state is WorkerState.FAILED else stream.status,
-                        stream.reason,
+                        name, "failed" if failed else stream.status,
+                        f"worker {handle.config.name} failed: {handle.last_exit}"
+                        if failed else stream.reason,
                     )
         self._state_changed.set()
         self._update_status()
