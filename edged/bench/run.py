@@ -37,6 +37,7 @@ class StreamPlan:
     name: str
     video: str
     fps: float  # the file's rate (what realtime playback paces to)
+    decode_ms: float = 0.0  # its measured decode cost, core-ms a frame
 
 
 @dataclass(frozen=True)

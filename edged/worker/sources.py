@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 
 import cv2
@@ -31,6 +32,11 @@ StatusCallback = Callable[[str, str, str], None]  # stream, status, reason
 
 def is_live(source: str) -> bool:
     return source.startswith(_LIVE_PREFIXES) or source.startswith("/dev/video")
+
+
+def _phase(name: str) -> float:
+    """A stable fraction in [0, 1) from a stream's name."""
+    return zlib.crc32(name.encode()) / 2**32
 
 
 def open_capture(source: str, decoder_threads: int = 0) -> cv2.VideoCapture:
@@ -126,7 +132,11 @@ class StreamSource:
             played = False
             start = time.monotonic()
             index = 0
-            next_detect = 0.0
+            # Streams that start together (a restart, or copies of one file) would otherwise all
+            # want a detection at the same instants and queue behind each other; a fixed phase
+            # per stream name spreads them over the detect interval.
+            rate = self.config.detect_fps
+            next_detect = _phase(self.name) / rate if rate > 0 else 0.0
             while not self._stop.is_set():
                 config = self.config
                 stream_time = index / fps
