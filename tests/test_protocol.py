@@ -8,6 +8,7 @@ import threading
 
 import msgspec
 import pytest
+import uvloop
 
 from edged.config.model import StreamConfig
 from edged.protocol import (
@@ -41,7 +42,11 @@ UP = [
 DOWN = [StartStream(STREAM), UpdateStream(STREAM), StopStream("cam"), Shutdown()]
 
 
-def test_every_message_crosses_both_ways_intact() -> None:
+RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.mark.parametrize("loop", sorted(RUNNERS))
+def test_every_message_crosses_both_ways_intact(loop: str) -> None:
     parent, child = socket.socketpair()
     worker = WorkerChannel(child)
 
@@ -62,7 +67,7 @@ def test_every_message_crosses_both_ways_intact() -> None:
 
     thread = threading.Thread(target=worker_side)
     thread.start()
-    got_up = asyncio.run(supervisor_side())
+    got_up = RUNNERS[loop](supervisor_side())
     thread.join(5)
     assert got_up == UP
     assert got_down == DOWN

@@ -1,13 +1,17 @@
 """The supervisor's end of a worker pipe: async, length-prefixed messages.
 
-Runs in the supervisor's event loop. Reading never blocks the loop (asyncio streams watch the
-socket); a worker that dies shows up here as end of file.
+Runs in the supervisor's event loop. The socket is watched by the loop (an asyncio Protocol), so
+reading never blocks; every message that arrived in one read is decoded in one go and handed
+over as a batch, which keeps the cost per result to a few microseconds at hundreds a second. A
+worker that dies shows up here as end of file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
+from typing import cast
 
 import msgspec
 
@@ -18,33 +22,92 @@ class PipeClosed(Exception):
     """The worker's end is gone (it exited, crashed, or closed the pipe)."""
 
 
+class _PipeProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.messages: deque[Up] = deque()
+        self.closed: PipeClosed | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        view = memoryview(buffer)
+        offset = 0
+        try:
+            while len(buffer) - offset >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer, offset)
+                if size > MAX_MESSAGE:
+                    raise PipeClosed(f"worker sent a {size}-byte message; limit {MAX_MESSAGE}")
+                end = offset + HEADER.size + size
+                if len(buffer) < end:
+                    break
+                self.messages.append(up_decoder.decode(view[offset + HEADER.size : end]))
+                offset = end
+        except msgspec.DecodeError as exc:
+            self._fail(PipeClosed(f"worker sent a message that does not decode: {exc}"))
+        except PipeClosed as exc:
+            self._fail(exc)
+        finally:
+            view.release()
+        del buffer[:offset]
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed is None:
+            self.closed = PipeClosed("end of file")
+        self._wake()
+
+    def _fail(self, exc: PipeClosed) -> None:
+        self.closed = exc
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
 class SupervisorChannel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, protocol: _PipeProtocol) -> None:
+        self._protocol = protocol
 
     @classmethod
     async def open(cls, sock: socket.socket) -> SupervisorChannel:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_MESSAGE)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(_PipeProtocol, sock=sock)
+        return cls(protocol)
+
+    async def recv_many(self) -> list[Up]:
+        """Every message that has arrived (at least one); raises PipeClosed at the end."""
+        protocol = self._protocol
+        while not protocol.messages:
+            if protocol.closed is not None:
+                raise protocol.closed
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            await protocol.waiter
+        messages = list(protocol.messages)
+        protocol.messages.clear()
+        return messages
 
     async def recv(self) -> Up:
-        try:
-            header = await self._reader.readexactly(HEADER.size)
-            (size,) = HEADER.unpack(header)
-            if size > MAX_MESSAGE:
-                raise PipeClosed(f"worker sent a {size}-byte message; the limit is {MAX_MESSAGE}")
-            message: Up = up_decoder.decode(await self._reader.readexactly(size))
-            return message
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            raise PipeClosed("end of file") from exc
-        except msgspec.DecodeError as exc:
-            raise PipeClosed(f"worker sent a message that does not decode: {exc}") from exc
+        """One message (tests and simple callers)."""
+        protocol = self._protocol
+        if not protocol.messages:
+            protocol.messages.extend(await self.recv_many())
+        return protocol.messages.popleft()
 
     def send(self, message: msgspec.Struct) -> None:
         """Queue a message to the worker; never blocks (messages down are few and small)."""
-        if not self._writer.is_closing():
-            self._writer.write(frame(message))
+        transport = self._protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame(message))
 
     def close(self) -> None:
-        self._writer.close()
+        if self._protocol.transport is not None:
+            self._protocol.transport.close()

@@ -290,6 +290,8 @@ class Supervisor:
         for key in diff.requires_restart:
             log.warning("setting changes only after a restart", key=key)
         await self._apply(diff, new)
+        for handle in self._handles.values():
+            handle.retry_now()
         self.config = new
         self.generation += 1
         self.config_hash = digest

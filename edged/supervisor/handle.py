@@ -144,6 +144,14 @@ class WorkerHandle:
         self._terminate_current("config changed")
         self._wake.set()
 
+    def retry_now(self) -> None:
+        """A worker waiting in backoff or failed is started again at once (after a reload:
+        the model file it could not load may have been fixed in place)."""
+        if self.state in (WorkerState.BACKOFF, WorkerState.FAILED):
+            self._log.info("retrying now", state=self.state.value)
+            self.tracker = RestartTracker(self._policy())
+            self._wake.set()
+
     async def stop(self, grace: float) -> None:
         """Ask the worker to stop; escalate to SIGKILL after `grace`; always reap it.
 
@@ -352,30 +360,33 @@ class WorkerHandle:
 
     async def _read(self, channel: SupervisorChannel) -> None:
         while True:
-            message = await channel.recv()
-            if isinstance(message, Heartbeat):
-                self.last_heartbeat = time.monotonic()
-                if self._watch is not None:
-                    self._watch.beat()
-            elif isinstance(message, Ready):
-                self.ready_info = message
-                self.last_heartbeat = time.monotonic()
-                if self._watch is not None:
-                    self._watch.beat()
-                self.tracker.started()
-                self._rearm.set()
-                if self.state is WorkerState.STARTING:
-                    self._set_state(WorkerState.READY)
-                self._log.info("worker ready", pid=message.pid, load_ms=round(message.load_ms))
-            elif isinstance(message, Error):
-                if message.fatal:
-                    self._error = message.message
-                self._log.error("worker error", message=message.message, fatal=message.fatal)
-            try:
-                self._events.on_message(self, message)
-            except Exception:
-                # A bug on our side must not cost the worker its pipe (and its streams).
-                self._log.exception("handling a worker message failed", message=type(message))
+            for message in await channel.recv_many():
+                self._handle(message)
+
+    def _handle(self, message: Up) -> None:
+        if isinstance(message, Heartbeat):
+            self.last_heartbeat = time.monotonic()
+            if self._watch is not None:
+                self._watch.beat()
+        elif isinstance(message, Ready):
+            self.ready_info = message
+            self.last_heartbeat = time.monotonic()
+            if self._watch is not None:
+                self._watch.beat()
+            self.tracker.started()
+            self._rearm.set()
+            if self.state is WorkerState.STARTING:
+                self._set_state(WorkerState.READY)
+            self._log.info("worker ready", pid=message.pid, load_ms=round(message.load_ms))
+        elif isinstance(message, Error):
+            if message.fatal:
+                self._error = message.message
+            self._log.error("worker error", message=message.message, fatal=message.fatal)
+        try:
+            self._events.on_message(self, message)
+        except Exception:
+            # A bug on our side must not cost the worker its pipe (and its streams).
+            self._log.exception("handling a worker message failed", message=type(message))
 
     def _terminate_current(self, why: str) -> None:
         process = self._process

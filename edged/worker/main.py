@@ -60,8 +60,8 @@ def _setup_process(name: str, level: str) -> None:
 
     configure_logging(level, process=f"worker:{name}")
     # Ctrl-C on a terminal reaches the whole process group; the supervisor decides when the
-    # worker stops, so the worker ignores SIGINT. SIGTERM keeps its default (end now): it is
-    # the supervisor's escalation after a Shutdown message was not obeyed.
+    # worker stops (a Shutdown message, then SIGKILL after a grace period), so the worker
+    # ignores SIGINT. SIGTERM keeps its default, end now: `systemctl kill` and people use it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGABRT from the supervisor's hang escalation prints every thread's stack to the log.
     faulthandler.enable()
