@@ -1,8 +1,9 @@
-"""A throw-away mosquitto for `edged bench`, on a free local port.
+"""A throw-away mosquitto on a free local port: for `edged bench`, and for the test suite.
 
-Runs in the bench process (a short-lived command), which starts mosquitto as a child process. If
-the bench crashes, `stop()` in its `finally` ends the broker; a broker left behind by a SIGKILL
-of the bench listens only on 127.0.0.1 and holds no state (persistence off).
+Runs in the process that needs a broker (the bench, a test), which starts mosquitto as a child.
+`stop()` belongs in a `finally`; a broker left behind by a SIGKILL of its parent listens only on
+127.0.0.1 and holds no state (persistence off unless `extra_conf` turns it on). It can be stopped
+and started again on the same port, which is how outage tests cut the broker away.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 INSTALL_HINT = (
-    "mosquitto is not installed: install it (`apt-get install -y mosquitto`) or point the bench "
+    "mosquitto is not installed: install it (`apt-get install -y mosquitto`), or point the bench "
     "at a broker with --broker mqtt://host:port"
 )
 
@@ -26,13 +28,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
 class LocalBroker:
-    """One mosquitto process bound to 127.0.0.1, its config and log in `workdir`."""
+    """One mosquitto process bound to 127.0.0.1, its config and log in `workdir`.
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+    `extra_conf` lines are appended to its config (TLS listener options, a password file,
+    persistence); `anonymous=False` requires a login.
+    """
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra_conf: list[str] = field(default_factory=list)
+    anonymous: bool = True
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -40,22 +48,24 @@ class LocalBroker:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "mosquitto.log"
+        return self.workdir / f"mosquitto-{self.port}.log"
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError(INSTALL_HINT)
-        conf = self.workdir / "mosquitto.conf"
+        conf = self.workdir / f"mosquitto-{self.port}.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            # mosquitto 2 turns anonymous access off as soon as a listener is defined
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
             "persistence false",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
-            # The bench's subscriber must see every message, however far it falls behind.
+            # A subscriber must see every message, however far it falls behind.
             "max_queued_messages 0",
+            *self.extra_conf,
         ]
         if os.geteuid() == 0:
             # As root mosquitto drops to the mosquitto user, who may not read a private tmp dir.
