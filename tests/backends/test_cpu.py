@@ -1,0 +1,43 @@
+"""The CPU backend on the real model: loads, infers, and refuses what it cannot run, in words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from edged.backends import BackendError, make_backend
+from edged.config.model import WorkerConfig
+
+
+def worker(model: Path, **fields: object) -> WorkerConfig:
+    return msgspec.convert({"name": "cpu0", "model": str(model), **fields}, WorkerConfig)
+
+
+def test_loads_and_infers_the_yolox_output_shape(model_path: Path) -> None:
+    backend = make_backend(worker(model_path))
+    backend.load()
+    assert "CPUExecutionProvider" in backend.providers
+    output = backend.infer(np.full((1, 3, 416, 416), 114, np.float32))
+    assert output.shape == (1, 3549, 85)
+    backend.close()
+
+
+def test_input_size_that_does_not_match_the_model_is_refused(model_path: Path) -> None:
+    backend = make_backend(worker(model_path, input_size=[640, 640]))
+    with pytest.raises(BackendError, match=r"input_size \[640, 640\]"):
+        backend.load()
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"definitely not protobuf" * 100)
+    with pytest.raises(BackendError, match="cannot load model"):
+        make_backend(worker(garbage)).load()
+
+
+def test_an_unavailable_backend_is_refused(model_path: Path) -> None:
+    with pytest.raises(BackendError, match="'ascend' is not available"):
+        make_backend(worker(model_path, backend="ascend"))
