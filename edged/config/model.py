@@ -95,7 +95,8 @@ class WorkerConfig(Base, frozen=True):
     name: Name
     # A path (relative to this file), or the name of a fetched model such as "yolox-nano".
     model: str
-    backend: Literal["cpu", "ascend"] = "cpu"
+    # "cpu": ONNX Runtime on the CPU. (Accelerator backends are validated here once they exist.)
+    backend: Literal["cpu"] = "cpu"
     model_format: Literal["yolox", "yolov5", "yolov8"] = "yolox"
     # "coco" (built in) or a path to a file with one class name a line, in output order.
     labels: str = "coco"

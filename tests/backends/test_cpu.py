@@ -36,8 +36,3 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"definitely not protobuf" * 100)
     with pytest.raises(BackendError, match="cannot load model"):
         make_backend(worker(garbage)).load()
-
-
-def test_an_unavailable_backend_is_refused(model_path: Path) -> None:
-    with pytest.raises(BackendError, match="'ascend' is not available"):
-        make_backend(worker(model_path, backend="ascend"))

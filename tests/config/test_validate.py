@@ -81,6 +81,7 @@ threads = "two"
 [[workers]]
 name = "cpu0"
 model = "{model_path}"
+backend = "npu"
 
 [[streams]]
 name = "cam1"
@@ -100,6 +101,7 @@ labels = ["person", "unicorn"]
     assert "lowercase" in found["node.name"]
     assert "mqtt.url" in found
     assert "integer" in found["workers[0].threads"]
+    assert "expected one of 'cpu'" in found["workers[1].backend"]
     assert "two workers are named 'cpu0'" in found["workers"]
     assert "<= 1" in found["streams[0].min_score"]
     assert "'unicorn'" in found["streams[1].labels[1]"]
