@@ -59,6 +59,11 @@ class DurableSender:
                     await self._space.wait()
                     continue
                 batch = await self._outbox.take(room)
+                if not self._paho.is_connected():
+                    # Lost while we waited (the reader task reports why); the batch stays in flight
+                    # and is rewound with the rest. Publishing now would only make aiomqtt register
+                    # a writer on a closed socket.
+                    raise aiomqtt.MqttError("connection lost")
                 now = self._loop.time()
                 for entry in batch:
                     info = self._paho.publish(entry.topic, entry.payload, 1)

@@ -112,39 +112,50 @@ class Subscriber:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[str] = field(default_factory=list)
     client_kwargs: dict[str, Any] = field(default_factory=dict)  # TLS, credentials
+    closing: bool = False
     _new: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-        client = aiomqtt.Client(
-            "127.0.0.1",
-            self.port,
-            identifier=f"test-sub-{uuid.uuid4().hex[:8]}",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            properties=props,
-            max_queued_incoming_messages=0,
-            **self.client_kwargs,
-        )
+        identifier = f"test-sub-{uuid.uuid4().hex[:8]}"
+        first = True
         while True:
+            # A fresh client per connection (reusing one across a broker restart can leave
+            # aiomqtt's connect lock held under uvloop); the session is resumed explicitly.
+            client = aiomqtt.Client(
+                "127.0.0.1",
+                self.port,
+                identifier=identifier,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                properties=props,
+                clean_start=first,
+                max_queued_incoming_messages=0,
+                **self.client_kwargs,
+            )
             try:
                 async with client:
+                    first = False
                     await client.subscribe(self.topic_filter, qos=1)
                     self.connected.set()
                     async for m in client.messages:
-                        payload = (
-                            bytes(m.payload) if isinstance(m.payload, bytes | bytearray) else b""
-                        )
-                        topic = m.topic.value
-                        try:
-                            validate(topic, payload, self.prefix, self.discovery)
-                        except (jsonschema.ValidationError, ValueError, AssertionError) as exc:
-                            self.errors.append(f"{topic}: {exc}")
-                        self.messages.append(Received(topic, payload, m.retain, time.monotonic()))
-                        self._new.set()
+                        self._receive(m)
             except aiomqtt.MqttError:
                 self.connected.clear()
+                if self.closing:
+                    # A cancel during aiomqtt's DISCONNECT can surface as MqttError: honour it.
+                    return
                 await asyncio.sleep(0.05)
+
+    def _receive(self, m: aiomqtt.Message) -> None:
+        payload = bytes(m.payload) if isinstance(m.payload, bytes | bytearray) else b""
+        topic = m.topic.value
+        try:
+            validate(topic, payload, self.prefix, self.discovery)
+        except (jsonschema.ValidationError, ValueError, AssertionError) as exc:
+            self.errors.append(f"{topic}: {exc}")
+        self.messages.append(Received(topic, payload, m.retain, time.monotonic()))
+        self._new.set()
 
     async def wait_for(
         self, pred: Callable[[list[Received]], bool], timeout: float, what: str = "condition"
@@ -180,9 +191,10 @@ async def subscribed(port: int, topic_filter: str = "#", **kw: Any) -> AsyncIter
         await asyncio.wait_for(sub.connected.wait(), 10)
         yield sub
     finally:
+        sub.closing = True
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait_for(task, 10)
 
 
 async def until(pred: Callable[[], bool], timeout: float, what: str = "condition") -> None:
@@ -222,3 +234,74 @@ def configs(
         NodeConfig(name=node),
         HomeAssistantConfig(enabled=ha),
     )
+
+
+class ProcessSubscriber(Subscriber):
+    """The same collector, but the MQTT client is `mosquitto_sub` in its own process.
+
+    Used across broker restarts: two aiomqtt clients on one event loop can disturb each other
+    there (aiomqtt 2.5 registers socket callbacks with `call_soon_threadsafe`, so a callback for a
+    dead socket can land on a new socket that reused its file descriptor; see docs/mqtt.md)."""
+
+    proc: asyncio.subprocess.Process | None = None
+    out_path: Path | None = None
+    _read_upto: int = 0
+
+    async def start(self, workdir: Path) -> None:
+        self.out_path = workdir / f"sub-{uuid.uuid4().hex[:6]}.txt"
+        out = self.out_path.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            "mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-c",
+            "-i", f"test-psub-{uuid.uuid4().hex[:8]}", "-q", "1", "-t", self.topic_filter,
+            "-F", "%r %t %p", stdout=out,
+        )  # fmt: skip
+        out.close()
+        # Ready once a marker published after the subscription comes back.
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            deadline = time.monotonic() + 10
+            while not self.on("test/ready"):
+                assert time.monotonic() < deadline, "mosquitto_sub did not subscribe"
+                await client.publish("test/ready", "x", qos=1)
+                await asyncio.sleep(0.1)
+                self.poll()
+
+    def poll(self) -> None:
+        assert self.out_path is not None
+        data = self.out_path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        for line in data[self._read_upto : end].splitlines():
+            retain, topic, payload = [*line.split(b" ", 2), b""][:3]
+            topic_s = topic.decode()
+            try:
+                validate(topic_s, payload, self.prefix, self.discovery)
+            except (jsonschema.ValidationError, ValueError, AssertionError) as exc:
+                self.errors.append(f"{topic_s}: {exc}")
+            self.messages.append(Received(topic_s, payload, retain == b"1", time.monotonic()))
+        self._read_upto = end
+
+    async def wait_for(
+        self, pred: Callable[[list[Received]], bool], timeout: float, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        self.poll()
+        while not pred(self.messages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            await asyncio.sleep(0.05)
+            self.poll()
+        assert not self.errors, self.errors
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def process_subscribed(port: int, workdir: Path, **kw: Any) -> AsyncIterator[Subscriber]:
+    sub = ProcessSubscriber(port, **kw)
+    await sub.start(workdir)
+    try:
+        yield sub
+    finally:
+        await sub.stop()

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from edged.mqtt import Publisher
-from tests.mqtt.support import Subscriber, configs, persistent_broker, result, subscribed, until
+from tests.mqtt.support import (
+    Subscriber,
+    configs,
+    persistent_broker,
+    process_subscribed,
+    result,
+    until,
+)
 
 OUTAGE_S = float(os.environ.get("EDGED_TEST_OUTAGE_S", "30"))
 STREAMS = ("cam1", "cam2")
@@ -54,7 +61,8 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
 
     async def main() -> None:
         sent = dict.fromkeys(STREAMS, 0)
-        async with subscribed(broker.port) as sub:
+        # The subscriber runs in its own process (see ProcessSubscriber for why).
+        async with process_subscribed(broker.port, tmp_path) as sub:
             pub = Publisher(*configs(broker.url), tmp_path / "state")
             run = asyncio.create_task(pub.run())
             await until(lambda: pub.connected, 10, "connected")
@@ -77,7 +85,9 @@ def test_broker_outage_loses_nothing(tmp_path: Path) -> None:
             await producer
             total = sum(sent.values())
             await sub.wait_for(
-                lambda _: len({d["id"] for d in sub.detections()}) >= total, 60, "all messages"
+                lambda _: len({d["id"] for d in sub.detections()}) >= total,
+                60,
+                f"all {total} messages (stats {pub.stats()})",
             )
             stats = pub.stats()
             dups = check_delivery(sub, sent)
