@@ -73,6 +73,12 @@ def register(subparsers: Any) -> None:
         help="FFmpeg threads per stream, the streams' decoder_threads key (default 1)",
     )
     bench.add_argument(
+        "--mqtt-linger-ms",
+        type=float,
+        default=None,
+        help="the daemon's [mqtt] linger_ms (default: the config default, 50)",
+    )
+    bench.add_argument(
         "--no-half-load", action="store_true", help="skip the latency run at half load"
     )
     bench.add_argument(
@@ -139,6 +145,8 @@ def _bench(args: argparse.Namespace) -> int:
             for i in range(n)
         )
 
+    mqtt_extra = () if args.mqtt_linger_ms is None else (f"linger_ms = {args.mqtt_linger_ms}",)
+
     def plan_for(n: int, *, realtime: bool, detect_fps: float) -> run.RunPlan:
         extra = (f"decoder_threads = {args.decoder_threads}",)
         return run.RunPlan(
@@ -152,6 +160,7 @@ def _bench(args: argparse.Namespace) -> int:
             warmup,
             args.duration,
             stream_extra=extra,
+            mqtt_extra=mqtt_extra,
         )
 
     doc: dict[str, Any] = {
@@ -166,6 +175,7 @@ def _bench(args: argparse.Namespace) -> int:
             "workers": workers,
             "threads": threads,
             "decoder_threads": args.decoder_threads,
+            "mqtt_linger_ms": 50.0 if args.mqtt_linger_ms is None else args.mqtt_linger_ms,
         },
         "parts": {
             "decode": [vars(d) for d in decodes],

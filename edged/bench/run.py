@@ -56,6 +56,7 @@ class RunPlan:
     # Extra `key = value` lines (TOML) for every [[workers]] / [[streams]] table: lever trials.
     worker_extra: tuple[str, ...] = ()
     stream_extra: tuple[str, ...] = ()
+    mqtt_extra: tuple[str, ...] = ()
 
 
 @dataclass
@@ -93,6 +94,7 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
         "[mqtt]",
         f'url = "{plan.broker_url}"',
         f'topic_prefix = "{PREFIX}"',
+        *plan.mqtt_extra,
     ]
     for w in range(plan.workers):
         lines += [

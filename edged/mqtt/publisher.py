@@ -48,11 +48,10 @@ from edged.protocol import Result
 
 log = structlog.get_logger(__name__)
 
-# How long the sender lets messages gather before writing them (seconds): the price is at most this
-# much delivery latency. Each socket wake-up (write, then the PUBACKs) costs far more CPU than a
-# message's bytes; measured at 200 messages/s, one message a tick: 0 s -> ~330 us CPU a message,
-# 20 ms -> ~245 us, 50 ms -> ~200 us (docs/mqtt.md, "Figures"). A backlog is sent without lingering.
-LINGER_S = 0.05
+# `mqtt.linger_ms`: how long the sender lets messages gather before writing them. Each socket
+# wake-up (write, then the PUBACKs) costs far more CPU than a message's bytes; measured at 200
+# messages/s, one message a tick: 0 ms -> ~330 us CPU a message, 20 ms -> ~245 us, 50 ms -> ~200 us
+# (docs/mqtt.md, "Figures"). A backlog is sent without lingering.
 # Retained state messages sent concurrently (latest value wins, so no ordering between topics).
 STATE_BATCH = 32
 # The v5 session outlives a short disconnect, so the broker keeps our subscription.
@@ -288,7 +287,7 @@ class Publisher:
         # Retained state and discovery go out again on every connect.
         self._mark_all_dirty()
         self._outbox.set_online()
-        sender = DurableSender(client, self._outbox, timeout, LINGER_S)
+        sender = DurableSender(client, self._outbox, timeout, mqtt.linger_ms / 1000.0)
         tasks = [
             asyncio.create_task(self._read(client, topics), name="mqtt-read"),
             asyncio.create_task(sender.send(), name="mqtt-send"),
