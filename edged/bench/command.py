@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
         "--mqtt-linger-ms",
         type=float,
         default=None,
-        help="the daemon's [mqtt] linger_ms (default: the config default, 50)",
+        help="the daemon's [mqtt] linger_ms (default: the config default, 0)",
     )
     bench.add_argument(
         "--no-half-load", action="store_true", help="skip the latency run at half load"
@@ -175,7 +175,7 @@ def _bench(args: argparse.Namespace) -> int:
             "workers": workers,
             "threads": threads,
             "decoder_threads": args.decoder_threads,
-            "mqtt_linger_ms": 50.0 if args.mqtt_linger_ms is None else args.mqtt_linger_ms,
+            "mqtt_linger_ms": 0.0 if args.mqtt_linger_ms is None else args.mqtt_linger_ms,
         },
         "parts": {
             "decode": [vars(d) for d in decodes],

@@ -61,7 +61,7 @@ def table(doc: dict[str, Any]) -> str:
         f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); "
         f"layout: {doc['layout']['workers']} worker(s) x {doc['layout']['threads']} "
         f"inference thread(s), decoder_threads={doc['layout']['decoder_threads']}, "
-        f"mqtt linger_ms={doc['layout'].get('mqtt_linger_ms', 50.0):g}"
+        f"mqtt linger_ms={doc['layout'].get('mqtt_linger_ms', 0.0):g}"
     )
     out.append(
         f"parts (core-ms/frame): decode {decodes}; letterbox {infer['pre_cpu_ms']:.2f}; "

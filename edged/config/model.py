@@ -62,8 +62,9 @@ class MqttConfig(Base, frozen=True):
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
     publish_timeout: Seconds = 5.0
     # Milliseconds detections may wait to be written together: fewer wake-ups (less supervisor
-    # CPU at high message rates) for at most this much extra delivery latency. 0: send at once.
-    linger_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 50.0
+    # CPU at high message rates) for at most this much extra delivery latency. 0: send at once
+    # (the default: a detection is news; docs/performance.md has the measured trade).
+    linger_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
     username: str = ""
     # The password comes from a file, or from $CREDENTIALS_DIRECTORY/<password_credential>
     # (systemd LoadCredential=); it is never written in config.toml.
