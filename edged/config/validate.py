@@ -256,6 +256,8 @@ def _resolve_mqtt(mqtt: MqttConfig, base: Path, problems: list[tuple[str, str]])
                 why = f"expected a readable file, {path} not found"
                 problems.append((f"mqtt.tls.{field}", why))
             tls = msgspec.structs.replace(tls, **{field: str(path)})
+    if any((tls.ca_file, tls.cert_file, tls.key_file)) and not mqtt.url.startswith("mqtts://"):
+        problems.append(("mqtt.url", "expected mqtts://... when [mqtt.tls] files are set"))
     if (tls.cert_file == "") != (tls.key_file == ""):
         problems.append(("mqtt.tls", "cert_file and key_file go together"))
     mqtt = msgspec.structs.replace(mqtt, tls=tls)

@@ -160,7 +160,9 @@ class HealthTracker:
     def _worker(self, handle: WorkerHandle) -> dict[str, Any]:
         health = self.workers.setdefault(handle.config.name, WorkerHealth())
         figures: dict[str, Any] = {"rss_bytes": None, "cpu_percent": None}
-        if handle.pid is not None and handle.state.value in ("starting", "ready", "stopping"):
+        # Between processes (backoff, failed, stopped) there is no pid to show.
+        running = handle.state.value in ("starting", "ready", "stopping")
+        if handle.pid is not None and running:
             if health.process is None or health.process.pid != handle.pid:
                 with contextlib.suppress(psutil.Error):
                     health.process = psutil.Process(handle.pid)
@@ -173,7 +175,7 @@ class HealthTracker:
         age = handle.heartbeat_age()
         return {
             "state": handle.state.value,
-            "pid": handle.pid,
+            "pid": handle.pid if running else None,
             "backend": handle.config.backend,
             "model": handle.config.model,
             "restarts": handle.restarts,

@@ -164,6 +164,19 @@ def test_fetched_model_name_points_at_the_state_directory(
     assert config.workers[0].model == str(tmp_path / "state" / "models" / "yolox_nano.onnx")
 
 
+def test_tls_files_with_a_plain_mqtt_url_are_an_error(
+    tmp_path: Path, model_path: Path, video: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    text = (
+        minimal(model_path, video)
+        + f'[mqtt]\nurl = "mqtt://broker"\n[mqtt.tls]\nca_file = "{ca}"\n'
+    )
+    assert "mqtts://" in problems(text, tmp_path)["mqtt.url"]
+    parse_config(text.replace("mqtt://broker", "mqtts://broker"), tmp_path / "config.toml")
+
+
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     found = problems("[node\nname = 1\n", tmp_path)
     assert "line 1" in found[""]

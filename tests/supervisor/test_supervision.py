@@ -245,6 +245,7 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         )
         health = failed_healths(messages)[-1]
         assert health["workers"]["bad"]["restarts"] >= budget + 1
+        assert health["workers"]["bad"]["pid"] is None  # no process while it waits, failed
         assert "could not load its model" in health["workers"]["bad"]["last_exit"]
         assert "could not load its model" in health["streams"]["street"]["reason"]
         statuses = [m.json() for m in messages if m.topic == f"edged/{NODE}/street/status"]
