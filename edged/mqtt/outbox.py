@@ -250,6 +250,16 @@ class Outbox:
 
     # --- shutdown ---------------------------------------------------------------------------
 
+    async def settled(self) -> None:
+        """Return once every disk write asked for so far (spills, deletes, seq reservations) is
+        done: batched work is flushed now rather than when its timer fires."""
+        if self._spill_scheduled:
+            self._flush_spill()
+        self._flush_deletes()
+        while self._pending_io:
+            # A finished write can ask for another (e.g. a spill's callback); wait for those too.
+            await asyncio.gather(*list(self._pending_io), return_exceptions=True)
+
     async def close(self) -> None:
         """Persist everything unacknowledged and the exact seqs, then close the store."""
         if self._store is not None:

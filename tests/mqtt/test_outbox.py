@@ -67,7 +67,7 @@ def test_memory_bound_spills_oldest_while_connected(tmp_path: Path) -> None:
             box.put("t", str(i).encode())
             if i == 20:
                 first = await box.take(5)  # 0..4 in flight while the rest piles up
-        await asyncio.sleep(0.05)
+        await box.settled()
         assert box.memory_depth <= 50 + 5 and box.disk.rows > 0
         assert first is not None
         for e in first:
@@ -105,7 +105,7 @@ def test_crash_never_repeats_a_seq(tmp_path: Path) -> None:
         last = 0
         for _ in range(SEQ_BLOCK * 2 + 10):
             last = box.next_seq("a")
-        await asyncio.sleep(0.1)  # let the reservation writes land; then "crash" (no close)
+        await box.settled()  # the reservation writes have landed; now "crash" (no close)
         return last
 
     last = asyncio.run(crashed_run())
@@ -136,7 +136,7 @@ def test_disk_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
             for e in await box.take(50):
                 got.append(int(e.payload[:5]))
                 box.ack(e)
-            await asyncio.sleep(0.3)  # deletes are batched
+            await box.settled()  # deletes are batched: flush them before reading the depth
         assert got == list(range(100 - len(got), 100))  # the newest survive, in order
         await box.close()
 
