@@ -27,6 +27,7 @@ from referencing import Registry, Resource
 
 from edged.config.model import HomeAssistantConfig, MqttConfig, NodeConfig
 from edged.mqtt.payloads import load_schema
+from edged.mqtt.publisher import Publisher
 from edged.protocol import Detection, Result
 from tests.support.broker import Broker
 
@@ -195,6 +196,17 @@ async def subscribed(port: int, topic_filter: str = "#", **kw: Any) -> AsyncIter
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def running(pub: Publisher) -> AsyncIterator[Publisher]:
+    """The publisher's connection task for the block; stopped, and awaited, on the way out."""
+    task = asyncio.create_task(pub.run(), name="mqtt")
+    try:
+        yield pub
+    finally:
+        await pub.stop()
+        await task
 
 
 async def until(pred: Callable[[], bool], timeout: float, what: str = "condition") -> None:

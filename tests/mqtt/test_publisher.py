@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from edged.mqtt import Publisher
-from tests.mqtt.support import configs, persistent_broker, result, subscribed, until
+from tests.mqtt.support import configs, persistent_broker, result, running, subscribed, until
 from tests.support.broker import Broker
 
 
@@ -50,9 +50,10 @@ def test_state_is_latest_value_wins_and_republished_on_reconnect(tmp_path: Path)
     broker.start()
 
     async def main() -> None:
-        async with subscribed(broker.port) as sub:
-            pub = Publisher(*configs(broker.url), tmp_path / "state")
-            task = asyncio.create_task(pub.run())
+        async with (
+            subscribed(broker.port) as sub,
+            running(Publisher(*configs(broker.url), tmp_path / "state")) as pub,
+        ):
             await until(lambda: pub.connected, 10, "connected")
             pub.set_state("health", {"n": 0})
             await sub.wait_for(lambda _: bool(sub.on("edged/edge/health")), 5, "health")
@@ -76,15 +77,13 @@ def test_state_is_latest_value_wins_and_republished_on_reconnect(tmp_path: Path)
                 10,
                 "online again",
             )
-            # Live deliveries only (the subscriber's own resubscribe replays the retained value).
+            # Live deliveries only (the subscriber's resubscribe replays the retained value).
             after = [
                 x.json()["n"]
                 for x in sub.messages[mark:]
                 if x.topic == "edged/edge/health" and not x.retain
             ]
             assert after == [3]
-            await pub.stop()
-            await task
 
     try:
         asyncio.run(main())
@@ -94,14 +93,13 @@ def test_state_is_latest_value_wins_and_republished_on_reconnect(tmp_path: Path)
 
 def test_mqtt_311_option(broker: Broker, tmp_path: Path) -> None:
     async def main() -> None:
-        async with subscribed(broker.port) as sub:
-            pub = Publisher(*configs(broker.url, protocol="3.1.1"), tmp_path / "state")
-            task = asyncio.create_task(pub.run())
+        async with (
+            subscribed(broker.port) as sub,
+            running(Publisher(*configs(broker.url, protocol="3.1.1"), tmp_path / "state")) as pub,
+        ):
             for i in range(20):
                 pub.publish_detections("cam1", result("cam1", i))
             await sub.wait_for(lambda _: len(sub.detections()) == 20, 10, "20 over v3.1.1")
-            await pub.stop()
-            await task
 
     asyncio.run(main())
 
@@ -110,9 +108,10 @@ def test_reconfigure_renames_node_and_marks_old_tree_offline(
     broker: Broker, tmp_path: Path
 ) -> None:
     async def main() -> None:
-        async with subscribed(broker.port) as sub:
-            pub = Publisher(*configs(broker.url), tmp_path / "state")
-            task = asyncio.create_task(pub.run())
+        async with (
+            subscribed(broker.port) as sub,
+            running(Publisher(*configs(broker.url), tmp_path / "state")) as pub,
+        ):
             await until(lambda: pub.connected, 10, "connected")
             pub.set_state("health", {"ok": True})
             pub.publish_detections("cam1", result("cam1", 0))
@@ -121,15 +120,15 @@ def test_reconfigure_renames_node_and_marks_old_tree_offline(
             pub.publish_detections("cam1", result("cam1", 1))
             await sub.wait_for(lambda _: bool(sub.on("edged/yard/cam1/detections")), 10, "renamed")
             await sub.wait_for(
-                lambda _: sub.on("edged/edge/status")[-1].payload == b"offline", 10, "old offline"
+                lambda _: sub.on("edged/edge/status")[-1].payload == b"offline",
+                10,
+                "old offline",
             )
             await sub.wait_for(lambda _: bool(sub.on("edged/yard/health")), 10, "state moved")
             assert sub.on("edged/yard/status")[-1].payload == b"online"
             # seq belongs to the stream, not the topic: it goes on.
             assert sub.on("edged/yard/cam1/detections")[0].json()["seq"] == 2
             assert pub.stats()["reconnects"] == 1
-            await pub.stop()
-            await task
 
     asyncio.run(main())
 

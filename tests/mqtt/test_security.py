@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 from edged.mqtt import Publisher
-from tests.mqtt.support import configs, result, subscribed, until
+from tests.mqtt.support import configs, result, running, subscribed, until
 from tests.support.broker import Broker
 
 USER = "edged"
@@ -79,14 +79,13 @@ def test_tls_client_certificate_and_password_file(tmp_path: Path) -> None:
 
     async def main() -> None:
         sub_kw = {"tls_context": pki.ctx, "username": USER, "password": PASSWORD}
-        async with subscribed(broker.port, client_kwargs=sub_kw) as sub:
-            pub = Publisher(*cfg, tmp_path / "state")
-            task = asyncio.create_task(pub.run())
+        async with (
+            subscribed(broker.port, client_kwargs=sub_kw) as sub,
+            running(Publisher(*cfg, tmp_path / "state")) as pub,
+        ):
             await until(lambda: pub.connected, 10, "TLS connect")
             pub.publish_detections("cam1", result("cam1", 0))
             await sub.wait_for(lambda _: len(sub.detections()) == 1, 10, "a detection over TLS")
-            await pub.stop()
-            await task
 
     try:
         asyncio.run(main())
@@ -107,11 +106,8 @@ def test_password_from_credentials_directory(
     cfg = configs(broker.url, username=USER, password_credential="mqtt-password")
 
     async def main() -> None:
-        pub = Publisher(*cfg, tmp_path / "state")
-        task = asyncio.create_task(pub.run())
-        await until(lambda: pub.connected, 10, "connect with a systemd credential")
-        await pub.stop()
-        await task
+        async with running(Publisher(*cfg, tmp_path / "state")) as pub:
+            await until(lambda: pub.connected, 10, "connect with a systemd credential")
 
     try:
         asyncio.run(main())
@@ -132,20 +128,17 @@ def test_wrong_password_is_reported_and_retried(
 
     async def main() -> None:
         mqtt, node, ha = configs(broker.url, username=USER, password_file=str(wrong))
-        pub = Publisher(mqtt, node, ha, tmp_path / "state")
-        task = asyncio.create_task(pub.run())
-        pub.publish_detections("cam1", result("cam1", 0))
-        await until(lambda: pub.stats()["connect_failures"] >= 2, 10, "two refused attempts")
-        stats = pub.stats()
-        assert "credentials" in stats["last_error"], stats["last_error"]
-        assert pub.alive() and not pub.connected
-        # Fixed on reload: the new settings connect, and the queued message goes out.
-        right_cfg = configs(broker.url, username=USER, password_file=str(right))
-        await pub.reconfigure(*right_cfg)
-        await until(lambda: pub.connected, 10, "connect after the fix")
-        await until(lambda: pub.stats()["published"] == 1, 10, "queued message delivered")
-        await pub.stop()
-        await task
+        async with running(Publisher(mqtt, node, ha, tmp_path / "state")) as pub:
+            pub.publish_detections("cam1", result("cam1", 0))
+            await until(lambda: pub.stats()["connect_failures"] >= 2, 10, "two refused attempts")
+            stats = pub.stats()
+            assert "credentials" in stats["last_error"], stats["last_error"]
+            assert pub.alive() and not pub.connected
+            # Fixed on reload: the new settings connect, and the queued message goes out.
+            right_cfg = configs(broker.url, username=USER, password_file=str(right))
+            await pub.reconfigure(*right_cfg)
+            await until(lambda: pub.connected, 10, "connect after the fix")
+            await until(lambda: pub.stats()["published"] == 1, 10, "queued message delivered")
 
     try:
         asyncio.run(main())
@@ -167,13 +160,12 @@ def test_untrusted_server_certificate_is_reported_and_retried(tmp_path: Path) ->
     broker.start()
 
     async def main() -> None:
-        pub = Publisher(*configs(tls_url(broker), tls={"ca_file": str(other)}), tmp_path / "st")
-        task = asyncio.create_task(pub.run())
-        await until(lambda: pub.stats()["connect_failures"] >= 2, 10, "two TLS failures")
-        assert "TLS" in pub.stats()["last_error"], pub.stats()["last_error"]
-        assert pub.alive()
-        await pub.stop()
-        await task
+        async with running(
+            Publisher(*configs(tls_url(broker), tls={"ca_file": str(other)}), tmp_path / "st")
+        ) as pub:
+            await until(lambda: pub.stats()["connect_failures"] >= 2, 10, "two TLS failures")
+            assert "TLS" in pub.stats()["last_error"], pub.stats()["last_error"]
+            assert pub.alive()
 
     try:
         asyncio.run(main())
