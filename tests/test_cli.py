@@ -25,26 +25,23 @@ def test_print_without_a_broker_then_the_broker_comes(tmp_path: Path, assets: Pa
     )
     daemon.start()
     try:
-        wait_until(lambda: len(printed(daemon, "street")) >= 3, 60, "printed detections")
-        first = printed(daemon, "street")[0]
-        assert first["stream"] == "street" and first["width"] == 1280
-        assert daemon.proc is not None and daemon.proc.poll() is None  # still running
-        assert "mqtt" in daemon.log()  # the failed connection is reported
+        with daemon.dumped_on_failure():
+            wait_until(lambda: len(printed(daemon, "street")) >= 3, 60, "printed detections")
+            first = printed(daemon, "street")[0]
+            assert first["stream"] == "street" and first["width"] == 1280
+            assert daemon.proc is not None and daemon.proc.poll() is None  # still running
+            assert "mqtt" in daemon.log()  # the failed connection is reported
 
-        broker.start()
-        subscriber = Subscriber(broker.port)
-        try:
-            subscriber.wait_for(
-                lambda ms: sum(m.topic == "edged/e2e/road/detections" for m in ms) >= 3,
-                90,
-                "detections once the broker is up",
-            )
-        finally:
-            subscriber.close()
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
+            broker.start()
+            subscriber = Subscriber(broker.port)
+            try:
+                subscriber.wait_for(
+                    lambda ms: sum(m.topic == "edged/e2e/road/detections" for m in ms) >= 3,
+                    90,
+                    "detections once the broker is up",
+                )
+            finally:
+                subscriber.close()
     finally:
         code = daemon.stop(timeout=10)
         broker.stop()

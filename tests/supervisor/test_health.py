@@ -86,65 +86,64 @@ def test_health_availability_and_stream_status(
     daemon = Daemon(tmp_path, text)
     daemon.start()
     try:
-        messages = subscriber.wait_for(
-            lambda ms: any(complete(h) for h in healths(ms)), 30, "a complete health message"
-        )
-        for message in messages:
-            validate(message)
-        health = next(h for h in reversed(healths(messages)) if complete(h))
+        with daemon.dumped_on_failure():
+            messages = subscriber.wait_for(
+                lambda ms: any(complete(h) for h in healths(ms)), 30, "a complete health message"
+            )
+            for message in messages:
+                validate(message)
+            health = next(h for h in reversed(healths(messages)) if complete(h))
 
-        d = health["daemon"]
-        assert (d["version"], d["pid"], d["config_generation"]) == (__version__, daemon.pid, 1)
-        assert d["uptime_s"] > 0 and d["rss_bytes"] > 10_000_000 and d["cpu_percent"] is not None
-        assert health["mqtt"]["connected"] is True
+            d = health["daemon"]
+            assert (d["version"], d["pid"], d["config_generation"]) == (__version__, daemon.pid, 1)
+            assert (
+                d["uptime_s"] > 0 and d["rss_bytes"] > 10_000_000 and d["cpu_percent"] is not None
+            )
+            assert health["mqtt"]["connected"] is True
 
-        for name, native_fps in (("street", 50), ("road", 30)):
-            s = health["streams"][name]
-            assert s["status"] == "online" and s["reason"] == ""
-            # Files play in real time at their own rate; the detector runs at detect_fps = 5.
-            assert 0.7 * native_fps <= s["fps_in"] <= 1.3 * native_fps, s
-            assert 2 <= s["fps_processed"] <= 8, s
-            assert s["frames_processed"] <= s["frames_in"]
-            p = s["latency_ms"]
-            assert 0 < p["p50"] <= p["p95"] <= p["p99"] < 2000, p
+            for name, native_fps in (("street", 50), ("road", 30)):
+                s = health["streams"][name]
+                assert s["status"] == "online" and s["reason"] == ""
+                # Files play in real time at their own rate; the detector runs at detect_fps = 5.
+                assert 0.7 * native_fps <= s["fps_in"] <= 1.3 * native_fps, s
+                assert 2 <= s["fps_processed"] <= 8, s
+                assert s["frames_processed"] <= s["frames_in"]
+                p = s["latency_ms"]
+                assert 0 < p["p50"] <= p["p95"] <= p["p99"] < 2000, p
 
-        worker_pids = {p.pid for p in daemon.workers()}
-        for name in ("cpu0", "cpu1"):
-            w = health["workers"][name]
-            assert w["state"] == "ready" and w["pid"] in worker_pids, w
-            assert (w["restarts"], w["last_exit"]) == (0, ""), w
-            assert w["rss_bytes"] > 50_000_000 and w["cpu_percent"] > 0, w
-            assert 0 <= w["heartbeat_age_s"] < 3 and 0 < w["infer_ms_p50"] < 1000, w
+            worker_pids = {p.pid for p in daemon.workers()}
+            for name in ("cpu0", "cpu1"):
+                w = health["workers"][name]
+                assert w["state"] == "ready" and w["pid"] in worker_pids, w
+                assert (w["restarts"], w["last_exit"]) == (0, ""), w
+                assert w["rss_bytes"] > 50_000_000 and w["cpu_percent"] > 0, w
+                assert 0 <= w["heartbeat_age_s"] < 3 and 0 < w["infer_ms_p50"] < 1000, w
 
-        # A client that connects now learns the state from retained messages alone.
-        topics = (STATUS, HEALTH, f"edged/{NODE}/street/status", f"edged/{NODE}/road/status")
-        now = retained(broker.port, topics)
-        assert all(m.retain for m in now.values()), now
-        assert now[STATUS].payload == b"online"
-        assert now[f"edged/{NODE}/street/status"].json()["status"] == "online"
-        assert now[f"edged/{NODE}/road/status"].json()["worker"] == "cpu1"
-        for message in now.values():
-            validate(message)
+            # A client that connects now learns the state from retained messages alone.
+            topics = (STATUS, HEALTH, f"edged/{NODE}/street/status", f"edged/{NODE}/road/status")
+            now = retained(broker.port, topics)
+            assert all(m.retain for m in now.values()), now
+            assert now[STATUS].payload == b"online"
+            assert now[f"edged/{NODE}/street/status"].json()["status"] == "online"
+            assert now[f"edged/{NODE}/road/status"].json()["worker"] == "cpu1"
+            for message in now.values():
+                validate(message)
 
-        # The supervisor dies without a word: the broker publishes its last will, retained, and
-        # the workers see their pipes close and exit on their own.
-        children = daemon.children()
-        assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait(5)
-        subscriber.wait_for(
-            lambda ms: any(m.topic == STATUS and m.payload == b"offline" for m in ms),
-            10,
-            "the last will",
-        )
-        after = retained(broker.port, (STATUS,))
-        assert after[STATUS].payload == b"offline" and after[STATUS].retain
-        all_gone(children, timeout=10)
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
+            # The supervisor dies without a word: the broker publishes its last will, retained, and
+            # the workers see their pipes close and exit on their own.
+            children = daemon.children()
+            assert daemon.proc is not None
+            daemon.proc.kill()
+            daemon.proc.wait(5)
+            subscriber.wait_for(
+                lambda ms: any(m.topic == STATUS and m.payload == b"offline" for m in ms),
+                10,
+                "the last will",
+            )
+            after = retained(broker.port, (STATUS,))
+            assert after[STATUS].payload == b"offline" and after[STATUS].retain
+            all_gone(children, timeout=10)
+            assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
     finally:
         subscriber.close()
 

@@ -39,32 +39,29 @@ def test_ready_watchdog_reloading_stopping_in_order(
     daemon.env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000")
     daemon.start()
     try:
-        wait_until(lambda: seen("READY=1"), 60, "READY=1")
-        ready_at = next(i for i, text in enumerate(drain()) if text.startswith("READY=1"))
-        wait_until(lambda: drain()[ready_at:].count("WATCHDOG=1") >= 3, 10, "watchdog pings")
-        for worker in daemon.workers():
-            environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
-            assert not any(e.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_")) for e in environ)
+        with daemon.dumped_on_failure():
+            wait_until(lambda: seen("READY=1"), 60, "READY=1")
+            ready_at = next(i for i, text in enumerate(drain()) if text.startswith("READY=1"))
+            wait_until(lambda: drain()[ready_at:].count("WATCHDOG=1") >= 3, 10, "watchdog pings")
+            for worker in daemon.workers():
+                environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
+                assert not any(e.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_")) for e in environ)
 
-        mark = len(drain())
-        daemon.signal(signal.SIGHUP)
-        wait_until(lambda: seen("RELOADING=1", mark), 10, "RELOADING=1")
-        index, (at, reloading) = next(
-            (i, r) for i, r in enumerate(received) if i >= mark and r[1].startswith("RELOADING")
-        )
-        fields = dict(line.split("=", 1) for line in reloading.splitlines())
-        # one datagram holds both, and MONOTONIC_USEC is the system clock systemd compares with
-        assert abs(int(fields["MONOTONIC_USEC"]) - at) < 2_000_000, (fields, at)
-        wait_until(lambda: seen("READY=1", index + 1), 20, "READY=1 after the reload")
+            mark = len(drain())
+            daemon.signal(signal.SIGHUP)
+            wait_until(lambda: seen("RELOADING=1", mark), 10, "RELOADING=1")
+            index, (at, reloading) = next(
+                (i, r) for i, r in enumerate(received) if i >= mark and r[1].startswith("RELOADING")
+            )
+            fields = dict(line.split("=", 1) for line in reloading.splitlines())
+            # one datagram holds both, and MONOTONIC_USEC is the system clock systemd compares with
+            assert abs(int(fields["MONOTONIC_USEC"]) - at) < 2_000_000, (fields, at)
+            wait_until(lambda: seen("READY=1", index + 1), 20, "READY=1 after the reload")
 
-        mark = len(drain())
-        code = daemon.stop(timeout=10)
-        assert code == 0
-        assert seen("STOPPING=1", mark), drain()[mark:]
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
+            mark = len(drain())
+            code = daemon.stop(timeout=10)
+            assert code == 0
+            assert seen("STOPPING=1", mark), drain()[mark:]
     finally:
         sock.close()
     order = [text.split("\n")[0].split("=")[0] for _, text in received]

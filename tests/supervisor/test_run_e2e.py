@@ -61,34 +61,31 @@ def test_two_streams_reach_mqtt_and_sigterm_stops_cleanly(
     daemon = Daemon(tmp_path, two_stream_config(assets, broker, tmp_path / "state"))
     daemon.start()
     try:
+        with daemon.dumped_on_failure():
 
-        def enough(messages: list[Message]) -> bool:
-            return all(len(detections(messages, s)) >= 10 for s in ("street", "road"))
+            def enough(messages: list[Message]) -> bool:
+                return all(len(detections(messages, s)) >= 10 for s in ("street", "road"))
 
-        messages = subscriber.wait_for(enough, 90, "10 detection messages on each stream")
-        street = detections(messages, "street")
-        road = detections(messages, "road")
-        street_labels = [d["label"] for m in street for d in m["detections"]]
-        road_labels = [d["label"] for m in road for d in m["detections"]]
-        # An overhead view of a station hall full of walkers; a road with passing cars.
-        assert street_labels.count("person") >= 10 * len(street) // 2, street_labels[:50]
-        assert "car" in road_labels, road_labels[:50]
-        for message in street + road:
-            assert (message["width"], message["height"]) == (1280, 720)
-            for det in message["detections"]:
-                x1, y1, x2, y2 = det["box"]
-                assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720, det
-                assert det["score"] >= 0.4
-        # frames go forward, seq has no gaps
-        for stream in (street, road):
-            seqs = [m["seq"] for m in stream]
-            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        assert len(daemon.workers()) == 2
-        children = daemon.children()
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
+            messages = subscriber.wait_for(enough, 90, "10 detection messages on each stream")
+            street = detections(messages, "street")
+            road = detections(messages, "road")
+            street_labels = [d["label"] for m in street for d in m["detections"]]
+            road_labels = [d["label"] for m in road for d in m["detections"]]
+            # An overhead view of a station hall full of walkers; a road with passing cars.
+            assert street_labels.count("person") >= 10 * len(street) // 2, street_labels[:50]
+            assert "car" in road_labels, road_labels[:50]
+            for message in street + road:
+                assert (message["width"], message["height"]) == (1280, 720)
+                for det in message["detections"]:
+                    x1, y1, x2, y2 = det["box"]
+                    assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 720, det
+                    assert det["score"] >= 0.4
+            # frames go forward, seq has no gaps
+            for stream in (street, road):
+                seqs = [m["seq"] for m in stream]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            assert len(daemon.workers()) == 2
+            children = daemon.children()
     finally:
         subscriber.close()
     code = daemon.stop(timeout=10)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -83,6 +84,16 @@ class Daemon:
                 f"edged did not exit within {timeout} s; log:\n{self.log()}"
             ) from exc
 
+    @contextlib.contextmanager
+    def dumped_on_failure(self) -> Iterator[None]:
+        """If the block fails: kill every process of the daemon and print its log for the report."""
+        try:
+            yield
+        except BaseException:
+            self.kill_all()
+            print(self.log())
+            raise
+
     def kill_all(self) -> None:
         if self.proc is None:
             return
@@ -107,8 +118,6 @@ def all_gone(processes: list[psutil.Process], timeout: float) -> None:
     """Every process has exited (and is not a zombie), within `timeout` seconds."""
 
     def gone() -> bool:
-        return all(
-            not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes
-        )
+        return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes)
 
     wait_until(gone, timeout, f"processes {[p.pid for p in processes]} to exit")
