@@ -25,6 +25,9 @@ from edged.protocol import (
     StreamCounters,
     StreamState,
     UpdateStream,
+    decode_detections,
+    detection_labels,
+    detections_json,
     frame,
 )
 from edged.supervisor.channel import PipeClosed, SupervisorChannel
@@ -33,7 +36,10 @@ from edged.worker.channel import ChannelClosed, WorkerChannel
 STREAM = msgspec.convert({"name": "cam", "source": "rtsp://x/y", "worker": "w"}, StreamConfig)
 UP = [
     Ready(1234, "cpu", "/m.onnx", ("CPUExecutionProvider",), 50.0, 20.0),
-    Result("cam", 7, 1.7e9, 1280, 720, 9.5, (Detection("person", 0, 0.9, (1.0, 2.0, 3.0, 4.0)),)),
+    Result(
+        "cam", 7, 1.7e9, 1280, 720, 9.5,
+        detections_json([Detection("person", 0, 0.9, (1.0, 2.0, 3.0, 4.0))]),
+    ),
     Heartbeat(42),
     StreamState("cam", "offline", "cannot open source"),
     Metrics((StreamCounters("cam", 10, 9, 1, 0, 2),), (9.1, 9.3)),
@@ -75,9 +81,26 @@ def test_every_message_crosses_both_ways_intact(loop: str) -> None:
 
 
 def test_a_result_is_small() -> None:
-    detections = tuple(Detection("person", 0, 0.5, (100.0, 200.0, 150.0, 300.0)) for _ in range(20))
+    detections = detections_json(
+        [Detection("person", 0, 0.5, (100.0, 200.0, 150.0, 300.0)) for _ in range(20)]
+    )
     size = len(frame(Result("street", 123456, 1.7e9, 1280, 720, 9.5, detections)))
     assert size < 2048  # twenty boxes in about a kilobyte; a 720p frame would be 2.7 MB
+
+
+def test_detections_travel_as_the_payload_json() -> None:
+    boxes = [
+        Detection("person", 0, 0.9123, (1.5, 2.0, 300.25, 400.0)),
+        Detection("car", 2, 0.5, (10.0, 20.0, 30.0, 40.0)),
+    ]
+    data = detections_json(boxes)
+    assert msgspec.json.decode(data) == [
+        {"label": "person", "class_id": 0, "score": 0.9123, "box": [1.5, 2.0, 300.25, 400.0]},
+        {"label": "car", "class_id": 2, "score": 0.5, "box": [10.0, 20.0, 30.0, 40.0]},
+    ]
+    assert decode_detections(data) == boxes
+    assert detection_labels(data) == ["person", "car"]
+    assert detections_json([]) == b"[]"
 
 
 def test_eof_is_reported_on_both_ends() -> None:

@@ -1,8 +1,10 @@
 """JSON payloads: detections, retained state, and the time stamps every payload carries.
 
 Runs in the supervisor process, on the event loop (pure encoding, no I/O). Encoding uses
-msgspec.json: a detections message with a few boxes encodes in a couple of microseconds, which
-matters at hundreds of messages a second (the supervisor's CPU budget is ~3 % of a core).
+msgspec.json, and a detections message's boxes arrive already encoded from the worker (a JSON
+array in `Result.detections`, written by our own worker code and spliced in unparsed), so a
+message costs a couple of microseconds here, which matters at hundreds of messages a second (the
+supervisor's CPU budget is ~3 % of a core).
 The JSON Schema of every payload is shipped in `edged/schemas/` (see `schema_path`).
 """
 
@@ -24,13 +26,6 @@ SCHEMA_VERSION = 1
 _encoder = msgspec.json.Encoder()
 
 
-class DetectionOut(msgspec.Struct, frozen=True):
-    label: str
-    class_id: int
-    score: float
-    box: tuple[float, float, float, float]
-
-
 class DetectionsPayload(msgspec.Struct, frozen=True):
     """One message per processed frame, also frames with zero detections."""
 
@@ -45,7 +40,8 @@ class DetectionsPayload(msgspec.Struct, frozen=True):
     width: int
     height: int
     infer_ms: float
-    detections: list[DetectionOut]
+    # the JSON array the worker encoded (edged.protocol.detections_json), spliced in as it is
+    detections: msgspec.Raw
 
 
 _second_cache: tuple[int, str] = (-1, "")
@@ -86,7 +82,7 @@ def encode_detections(node: str, seq: int, result: Result, *, stream: str | None
         width=result.width,
         height=result.height,
         infer_ms=round(result.infer_ms, 3),
-        detections=[DetectionOut(d.label, d.class_id, d.score, d.box) for d in result.detections],
+        detections=msgspec.Raw(result.detections),
     )
     return _encoder.encode(payload)
 

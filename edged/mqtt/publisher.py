@@ -44,7 +44,7 @@ from edged.mqtt.outbox import Outbox
 from edged.mqtt.payloads import encode_detections, encode_json, encode_state
 from edged.mqtt.sender import WINDOW, DurableSender
 from edged.mqtt.topics import OFFLINE, ONLINE, Topics, check_suffix
-from edged.protocol import Result
+from edged.protocol import Result, detection_labels
 
 log = structlog.get_logger(__name__)
 
@@ -412,7 +412,7 @@ class Publisher:
     def _update_counts(self, stream: str, result: Result) -> None:
         labels = self._labels_of[stream]
         now: collections.Counter[str] = collections.Counter(
-            d.label for d in result.detections if d.label in labels
+            label for label in detection_labels(result.detections) if label in labels
         )
         last = self._counts.setdefault(stream, {})
         for label in set(now) | {k for k, v in last.items() if v}:

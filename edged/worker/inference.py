@@ -15,7 +15,7 @@ from collections import deque
 import structlog
 
 from edged.backends.base import Backend
-from edged.protocol import Detection, Heartbeat, Result
+from edged.protocol import Detection, Heartbeat, Result, detections_json
 from edged.worker.board import FrameBoard
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
@@ -102,11 +102,11 @@ class InferenceLoop:
         config = source.config
         found = self._detector.postprocess(output, scale, width, height, config.min_score)
         wanted = set(config.labels)
-        detections = tuple(
+        detections = detections_json([
             Detection(label, class_id, round(score, 4), box)
             for label, class_id, score, box in found
             if not wanted or label in wanted
-        )
+        ])
         source.count_processed()
         self._infer_ms.append(infer_ms)
         self._channel.send(

@@ -28,7 +28,7 @@ from referencing import Registry, Resource
 from edged.config.model import HomeAssistantConfig, MqttConfig, NodeConfig
 from edged.mqtt.payloads import load_schema
 from edged.mqtt.publisher import Publisher
-from edged.protocol import Detection, Result
+from edged.protocol import Detection, Result, detections_json
 from tests.support.broker import Broker
 
 SCHEMAS = (
@@ -229,13 +229,13 @@ def persistent_broker(workdir: Path, **kw: Any) -> Broker:
 def result(
     stream: str, frame: int, n_boxes: int = 2, labels: tuple[str, ...] = ("person", "car")
 ) -> Result:
-    dets = tuple(
+    dets = [
         Detection(
             labels[i % len(labels)], i % 3, 0.5 + 0.01 * i, (10.0 * i, 20.0, 110.0 + i, 220.5)
         )
         for i in range(n_boxes)
-    )
-    return Result(stream, frame, time.time(), 1280, 720, 12.5, dets)
+    ]
+    return Result(stream, frame, time.time(), 1280, 720, 12.5, detections_json(dets))
 
 
 def configs(
