@@ -19,7 +19,7 @@ things the hot path needs itself, and leaves everything else to paho:
 
 Up to `WINDOW` messages are unacknowledged at once. This reaches into aiomqtt 2.x and paho-mqtt
 2.x internals (`Client._client`; paho's `_mid_generate`, `_out_packet`, `_in_packet`,
-`_handle_pubackcomp`); both are pinned below 3, it is all in this module, and
+`_handle_pubackcomp`, `_registered_write`); both are pinned below 3, it is all in this module, and
 `tests/mqtt/test_sender.py` fails loudly if any of them changes.
 
 A connection error, a refused publish or a PUBACK missing for longer than the publish timeout
@@ -144,8 +144,15 @@ class DurableSender:
             {"command": paho.PUBLISH, "mid": 0, "qos": 1, "pos": 0,
              "to_process": len(buffer), "packet": buffer, "info": None}
         )
-        # Written now, in this loop iteration; what the socket does not take, paho registers a
-        # writer for (aiomqtt's socket callbacks).
+        if self._paho._registered_write:
+            # A socket writer is registered, or about to be: aiomqtt adds it with
+            # call_soon_threadsafe, a loop iteration after paho asked. It writes our buffer
+            # too. Writing here instead would empty the queue and make paho remove the writer
+            # before aiomqtt has added it; the writer added after that would never be removed
+            # and would fire on every iteration (a spinning loop, seen in the bench).
+            return
+        # No writer: write now, in this loop iteration. What the socket does not take, paho
+        # registers a writer for.
         rc = self._paho.loop_write()
         if rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(rc, "Could not publish message")

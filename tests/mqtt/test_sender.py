@@ -12,6 +12,7 @@ import asyncio
 import collections
 import inspect
 import socket
+import time
 from pathlib import Path
 
 import aiomqtt
@@ -70,6 +71,7 @@ def test_the_paho_and_aiomqtt_internals_it_uses_are_there() -> None:
     first = client._mid_generate()
     assert client._mid_generate() == first + 1
     assert isinstance(client._in_packet["packet"], bytearray)
+    assert client._registered_write is False
     assert list(inspect.signature(client._handle_pubackcomp).parameters) == ["cmd"]
     # The sender queues its buffer in the shape paho's own queue entries have.
     queued = paho_queued(paho.MQTTv5, "t", b"x", 1)
@@ -103,3 +105,30 @@ def test_a_refused_message_is_counted_and_the_rest_delivered(tmp_path: Path) -> 
         asyncio.run(main())
     finally:
         broker.stop()
+
+
+def test_an_idle_connection_does_not_spin_after_mixed_writes(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Retained state (paho's own publish, whose socket writer aiomqtt registers a loop iteration
+    later) and detections (written by the sender at once) in the same iteration: once everything
+    is acknowledged, the event loop must go quiet, not keep a writable callback firing."""
+
+    async def main() -> None:
+        async with running(Publisher(*configs(broker.url), tmp_path / "state")) as pub:
+            await until(lambda: pub.connected, 10, "connected")
+            for i in range(200):
+                pub.set_state("health", {"n": i})
+                for _ in range(i % 4):  # the state publish is a few loop iterations away
+                    await asyncio.sleep(0)
+                pub.publish_detections("cam1", result("cam1", i))
+                await asyncio.sleep(0.002)
+            await until(lambda: pub.stats()["published"] == 200, 10, "all acknowledged")
+            await asyncio.sleep(0.2)  # the last state PUBACKs
+            before = time.thread_time()
+            await asyncio.sleep(1.0)
+            busy = time.thread_time() - before
+            # A spinning loop burns the whole second; an idle one a few milliseconds.
+            assert busy < 0.3, f"the event loop used {busy:.2f} s of CPU in 1 s of idling"
+
+    asyncio.run(main())
