@@ -20,6 +20,7 @@ if [ "$dev" = 1 ]; then
     missing=()
     [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || missing+=(mosquitto)
     command -v mosquitto_passwd >/dev/null || missing+=(mosquitto)
+    command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
