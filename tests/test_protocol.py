@@ -32,6 +32,7 @@ from edged.protocol import (
 )
 from edged.supervisor.channel import PipeClosed, SupervisorChannel
 from edged.worker.channel import ChannelClosed, WorkerChannel
+from tests.mqtt.support import until
 
 STREAM = msgspec.convert({"name": "cam", "source": "rtsp://x/y", "worker": "w"}, StreamConfig)
 UP = [
@@ -78,6 +79,29 @@ def test_every_message_crosses_both_ways_intact(loop: str) -> None:
     assert got_up == UP
     assert got_down == DOWN
     worker.close()
+
+
+def test_deliver_hands_over_every_batch_in_order_then_the_end() -> None:
+    parent, child = socket.socketpair()
+    worker = WorkerChannel(child)
+    first, second = UP[:3], UP[3:]
+
+    async def main() -> list[object]:
+        channel = await SupervisorChannel.open(parent)
+        got: list[object] = []
+        for message in first:
+            worker.send(message)
+        # they arrive before anyone asked for them
+        await until(lambda: len(channel._protocol.messages) == len(first), 5, "buffered")
+        channel.deliver(got.extend)
+        for message in second:
+            worker.send(message)
+        worker.close()
+        with pytest.raises(PipeClosed):
+            await asyncio.wait_for(channel.closed(), 5)
+        return got
+
+    assert uvloop.run(main()) == UP
 
 
 def test_a_result_is_small() -> None:

@@ -2,7 +2,9 @@
 
 Runs in the supervisor's event loop. The socket is watched by the loop (an asyncio Protocol), so
 reading never blocks; every message that arrived in one read is decoded in one go and handed
-over as a batch, which keeps the cost per result to a few microseconds at hundreds a second. A
+over as a batch, which keeps the cost per result to a few microseconds at hundreds a second.
+With `deliver` the batch goes straight to a callback from the loop's read callback, without
+waking a task (a task switch per result was a measurable share of the supervisor's CPU). A
 worker that dies shows up here as end of file.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 import msgspec
@@ -28,6 +31,7 @@ class _PipeProtocol(asyncio.Protocol):
         self.messages: deque[Up] = deque()
         self.closed: PipeClosed | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.on_messages: Callable[[list[Up]], None] | None = None
         self._buffer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +60,10 @@ class _PipeProtocol(asyncio.Protocol):
         finally:
             view.release()
         del buffer[:offset]
+        if self.on_messages is not None and self.messages:
+            batch = list(self.messages)
+            self.messages.clear()
+            self.on_messages(batch)
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -94,6 +102,25 @@ class SupervisorChannel:
         messages = list(protocol.messages)
         protocol.messages.clear()
         return messages
+
+    def deliver(self, on_messages: Callable[[list[Up]], None]) -> None:
+        """From now on, hand every batch to `on_messages` as soon as it is decoded (in the loop's
+        read callback: it must not block, and an exception from it ends the loop's call, not
+        the pipe). Messages that were waiting go first."""
+        protocol = self._protocol
+        protocol.on_messages = on_messages
+        if protocol.messages:
+            batch = list(protocol.messages)
+            protocol.messages.clear()
+            on_messages(batch)
+
+    async def closed(self) -> None:
+        """Wait for the end of the pipe; raises its PipeClosed (use with `deliver`)."""
+        protocol = self._protocol
+        while protocol.closed is None:
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            await protocol.waiter
+        raise protocol.closed
 
     async def recv(self) -> Up:
         """One message (tests and simple callers)."""

@@ -359,9 +359,16 @@ class WorkerHandle:
         return process, await SupervisorChannel.open(parent)
 
     async def _read(self, channel: SupervisorChannel) -> None:
-        while True:
-            for message in await channel.recv_many():
+        channel.deliver(self._handle_batch)
+        await channel.closed()
+
+    def _handle_batch(self, messages: list[Up]) -> None:
+        for message in messages:
+            try:
                 self._handle(message)
+            except Exception:
+                # Our bug, not the worker's: logged, and the pipe (and its streams) carry on.
+                self._log.exception("handling a worker message failed", message=type(message))
 
     def _handle(self, message: Up) -> None:
         if isinstance(message, Heartbeat):
