@@ -93,6 +93,9 @@ class Outbox:
         self._to_delete: list[int] = []
         self._delete_handle: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
+        # The connection's sender while it can write a message the moment it is put (nothing
+        # older waiting); it says False when it cannot (window full, connection gone).
+        self.direct: Callable[[Entry], bool] | None = None
         self._pending_io: set[asyncio.Future[Any]] = set()
         self.dropped_memory = 0
         self.acked = 0
@@ -141,8 +144,23 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (sync, never blocks)."""
-        self._mem.append(Entry(self._next_oid, topic, payload))
+        entry = Entry(self._next_oid, topic, payload)
         self._next_oid += 1
+        if (
+            self.direct is not None
+            and self._online
+            and not self._mem
+            and not self._to_spill
+            and not self._disk_dirty
+        ):
+            # Nothing older is waiting, so writing it now keeps the order, and saves waking
+            # the sender's task for every message.
+            self._inflight[entry.oid] = entry
+            if self.direct(entry):
+                self.peak = max(self.peak, self.depth)
+                return
+            del self._inflight[entry.oid]
+        self._mem.append(entry)
         self._ready.set()
         if len(self._mem) > self.memory_messages * NO_DISK_FACTOR:
             # Only reachable without a working disk: the oldest go, counted.

@@ -17,6 +17,9 @@ things the hot path needs itself, and leaves everything else to paho:
 - it recognises the PUBACKs for its own packet ids before paho decodes them (a hook in front of
   paho's PUBACK handler); any other PUBACK, and every other packet, goes to paho as before.
 
+When nothing older is waiting (the usual case while connected), the outbox hands a new message
+straight to `_write_now`, so a detection is written from the supervisor's pipe callback without
+waking the sender's task; a backlog, a full window or `linger_ms` go through the task, in order.
 Up to `WINDOW` messages are unacknowledged at once. This reaches into aiomqtt 2.x and paho-mqtt
 2.x internals (`Client._client`; paho's `_mid_generate`, `_out_packet`, `_in_packet`,
 `_handle_pubackcomp`, `_registered_write`); both are pinned below 3, it is all in this module, and
@@ -97,6 +100,8 @@ class DurableSender:
         internals: dict[str, Any] = vars(self._paho)
         paho_puback = self._paho._handle_pubackcomp
         internals["_handle_pubackcomp"] = self._make_puback_hook(paho_puback)
+        if self._linger == 0:
+            self._outbox.direct = self._write_now
         try:
             while True:
                 room = WINDOW - len(self._pending)
@@ -109,12 +114,15 @@ class DurableSender:
                     # Lost while we waited (the reader task reports why); the batch stays in flight
                     # and is rewound with the rest.
                     raise aiomqtt.MqttError("connection lost")
-                self._write(batch)
+                rc = self._write(batch)
+                if rc != paho.MQTT_ERR_SUCCESS:
+                    raise aiomqtt.MqttCodeError(rc, "Could not publish message")
                 if len(batch) < room and self._linger > 0:
                     # Not a backlog: let a few more messages gather, so that one socket wake-up
                     # writes them all and their PUBACKs come back together.
                     await asyncio.sleep(self._linger)
         finally:
+            self._outbox.direct = None
             internals.pop("_handle_pubackcomp", None)
 
     async def watch(self) -> None:
@@ -127,7 +135,19 @@ class DurableSender:
                 if self._loop.time() - sent > self._timeout:
                     raise PublishTimeout(f"no PUBACK within {self._timeout} s")
 
-    def _write(self, batch: list[Entry]) -> None:
+    def _write_now(self, entry: Entry) -> bool:
+        """The outbox's direct path: one message written as it is put, from the caller's stack
+        (the supervisor's pipe callback), when nothing older is waiting. A write that fails
+        leaves the message in flight: paho reports the lost connection (aiomqtt ends the
+        session) and the outbox sends it again after the reconnect."""
+        if len(self._pending) >= WINDOW or not self._paho.is_connected():
+            return False
+        rc = self._write([entry])
+        if rc != paho.MQTT_ERR_SUCCESS:
+            log.debug("mqtt_write_failed", rc=rc)
+        return True
+
+    def _write(self, batch: list[Entry]) -> int:
         now = self._loop.time()
         packets = []
         for entry in batch:
@@ -150,12 +170,10 @@ class DurableSender:
             # too. Writing here instead would empty the queue and make paho remove the writer
             # before aiomqtt has added it; the writer added after that would never be removed
             # and would fire on every iteration (a spinning loop, seen in the bench).
-            return
+            return paho.MQTT_ERR_SUCCESS
         # No writer: write now, in this loop iteration. What the socket does not take, paho
         # registers a writer for.
-        rc = self._paho.loop_write()
-        if rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(rc, "Could not publish message")
+        return int(self._paho.loop_write())
 
     def _make_puback_hook(self, paho_puback: Any) -> Any:
         def on_puback_or_pubcomp(cmd: str) -> Any:
