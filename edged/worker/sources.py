@@ -21,10 +21,12 @@ import structlog
 
 from edged.config.model import StreamConfig
 from edged.worker.board import FrameBoard, FramePacket
+from edged.worker.scheduling import batch_scheduling
 
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF_S = 60.0
+
 _LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://")
 
 StatusCallback = Callable[[str, str, str], None]  # stream, status, reason
@@ -101,6 +103,7 @@ class StreamSource:
     # --- the source thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        batch_scheduling()
         delay = self.config.reconnect_delay
         while not self._stop.is_set():
             self._on_status(self.name, "starting", "")
