@@ -19,7 +19,6 @@ from edged.protocol import Detection, Heartbeat, Result, detections_json
 from edged.worker.board import FrameBoard
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
-from edged.worker.scheduling import batch_scheduling
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,6 @@ class InferenceLoop:
         self._stop.set()
 
     def _run(self) -> None:
-        batch_scheduling()
         while not self._stop.is_set():
             packet = self._board.take(timeout=0.25)
             if packet is not None:
