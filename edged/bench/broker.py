@@ -28,6 +28,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM a child of the bench, SIGKILL it after `grace` seconds, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class LocalBroker:
     """One mosquitto process bound to 127.0.0.1, its config and log in `workdir`.
@@ -88,11 +99,6 @@ class LocalBroker:
         raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} in {timeout} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None

@@ -26,6 +26,8 @@ import paho.mqtt.client as paho
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edged.bench.broker import terminate
+
 # The bench's daemon publishes under PREFIX/NODE (run.config_text writes them into its config).
 NODE = "bench"
 PREFIX = "edged"
@@ -294,13 +296,7 @@ class SubprocessCounter(Counter):
             )
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._stop.set()
         if self._reader is not None and self._reader.is_alive():
             self._reader.join(5)
