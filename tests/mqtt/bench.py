@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import structlog
 import uvloop
 
 from edged.mqtt import Publisher
 from tests.mqtt.support import configs, persistent_broker, result, until, validate
 from tests.support.broker import Broker
+
+READY_TOPIC = "bench/ready"
 
 
 def cpu_s() -> float:
@@ -117,6 +120,8 @@ async def outage(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
             "1",
             "-t",
             "edged/+/+/detections",
+            "-t",
+            READY_TOPIC,
             "-F",
             "%p",
         ],
@@ -124,11 +129,20 @@ async def outage(workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
     )
 
     def received_docs() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        docs = (json.loads(line) for line in out.read_text().splitlines() if line.strip())
+        return [d for d in docs if "id" in d]  # not the readiness markers
+
+    async def subscribed() -> None:
+        # A QoS 1 marker published after the subscription is in place comes back in the file.
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            deadline = time.monotonic() + 10
+            while b'"ready"' not in out.read_bytes():
+                assert time.monotonic() < deadline, "mosquitto_sub did not subscribe"
+                await client.publish(READY_TOPIC, b'{"ready": true}', qos=1)
+                await asyncio.sleep(0.1)
 
     try:
-        await until(lambda: out.stat().st_size >= 0, 5, "subscriber")
-        await asyncio.sleep(1.0)  # mosquitto_sub has subscribed (no readiness signal to wait on)
+        await subscribed()
         pub = Publisher(*configs(broker.url), workdir / "state")
         task = asyncio.create_task(pub.run())
         await until(lambda: pub.connected, 10, "connected")
