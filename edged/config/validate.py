@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import jsonschema
 import msgspec
 
+from edged.config.labels import load_labels
 from edged.config.model import Config, MqttConfig, NodeConfig, StreamConfig, WorkerConfig
 from edged.config.paths import resolve_model, resolve_source, resolve_state_dir
-from edged.detect.labels import load_labels
 
 
 @dataclass(frozen=True)

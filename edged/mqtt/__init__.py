@@ -4,6 +4,21 @@ Runs in the supervisor process only; workers never import it. aiomqtt 2.x is use
 package, so moving to aiomqtt 3 touches this package alone.
 """
 
-from edged.mqtt.publisher import Publisher
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edged.mqtt.publisher import Publisher
 
 __all__ = ["Publisher"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `edged.mqtt.topics` or `payloads` (pure functions) can be imported without
+    # aiomqtt and the whole publisher.
+    if name == "Publisher":
+        from edged.mqtt.publisher import Publisher
+
+        return Publisher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

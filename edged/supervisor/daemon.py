@@ -21,7 +21,7 @@ import structlog
 
 from edged.config import Config, ConfigError, StreamConfig, WorkerConfig, load_config
 from edged.config.diff import ConfigDiff, diff_configs
-from edged.detect.labels import load_labels
+from edged.config.labels import load_labels
 from edged.logs import configure_logging
 from edged.mqtt.publisher import Publisher
 from edged.protocol import Metrics, Result, StreamState, Up

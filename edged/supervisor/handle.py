@@ -41,6 +41,7 @@ from edged.protocol import (
     WorkerSpec,
     encode_spec,
 )
+from edged.spawn import worker_process
 from edged.supervisor.channel import PipeClosed, SupervisorChannel
 from edged.supervisor.escalation import Action, HangWatch
 from edged.supervisor.restart import RestartPolicy, RestartTracker, describe_exit
@@ -332,8 +333,6 @@ class WorkerHandle:
         return self._signal(process, signal.SIGKILL)
 
     async def _spawn(self) -> tuple[BaseProcess, SupervisorChannel]:
-        from edged.worker.main import worker_main  # the child imports it; we only name it
-
         spec = WorkerSpec(
             self.config,
             tuple(self.streams.values()),
@@ -342,7 +341,7 @@ class WorkerHandle:
         )
         parent, child = socket.socketpair()
         process = _SPAWN.Process(
-            target=worker_main,
+            target=worker_process,
             args=(child, encode_spec(spec)),
             name=f"edged-worker-{self.config.name}",
             daemon=False,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from edged.config.labels import load_labels
 from edged.config.model import WorkerConfig
 from edged.detect.decoders import Decoder, make_decoder
-from edged.detect.labels import load_labels
 from edged.detect.letterbox import Letterbox
 
 Box = tuple[float, float, float, float]

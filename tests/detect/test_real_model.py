@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edged.config.labels import COCO
 from edged.detect.decoders import Detections
-from edged.detect.labels import COCO
 from tests.detect.layouts import Detect, load_image
 
 FORMATS = ["yolox", "yolov5", "yolov8"]

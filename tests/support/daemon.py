@@ -31,8 +31,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class Daemon:
-    def __init__(self, workdir: Path, config_text: str, *, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str,
+        *,
+        args: tuple[str, ...] = (),
+        entry: tuple[str, ...] = ("-m", "edged"),
+    ) -> None:
+        """`entry`: what `python` runs (`-m edged`, or a probe script that wraps the same CLI)."""
         self.workdir = workdir
+        self.entry = entry
         self.config = workdir / "config.toml"
         self.config.write_text(config_text)
         self.args = args
@@ -44,12 +53,23 @@ class Daemon:
     def start(self) -> None:
         with self.log_path.open("ab") as err, self.out_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edged", "run", "--config", str(self.config), *self.args],
+                [sys.executable, *self.entry, "run", "--config", str(self.config), *self.args],
+                stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
                 env=self.env,
                 cwd=self.workdir,
             )
+
+    def write_stdin(self, line: str) -> None:
+        """One line to the daemon's stdin (edged itself never reads it; probes do)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def output(self) -> str:
+        """What the daemon wrote to stdout so far."""
+        return self.out_path.read_text(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -77,12 +97,19 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired as exc:
             self.kill_all()
             raise AssertionError(
                 f"edged did not exit within {timeout} s; log:\n{self.log()}"
             ) from exc
+        self._close_stdin()
+        return code
+
+    def _close_stdin(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
 
     @contextlib.contextmanager
     def dumped_on_failure(self) -> Iterator[None]:
@@ -102,6 +129,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+        self._close_stdin()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:]

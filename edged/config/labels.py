@@ -1,4 +1,9 @@
-"""Class names: the built-in COCO list, or a labels file with one name a line, in output order."""
+"""Class names: the built-in COCO list, or a labels file with one name a line, in output order.
+
+Plain data, read by both processes: config validation and the supervisor (which labels a stream
+may publish, Home Assistant sensors) and the worker's detector. It lives with the config, not in
+`edged.detect`, because the supervisor never imports the worker's packages.
+"""
 
 from __future__ import annotations
 
