@@ -1,17 +1,25 @@
 """How the worker's decode threads are scheduled by the kernel.
 
 Runs in a worker process, called first thing by each decode thread. Failing changes nothing but
-speed, so it never raises.
+speed, so it never raises; a refusal (EPERM: a seccomp filter such as systemd's
+SystemCallFilter=~@resources without `sched_setscheduler` allowed back) is logged once per
+process at warning, because the latency and capacity figures of docs/performance.md assume it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import threading
 
+import structlog
 
-def batch_scheduling() -> None:
+log = structlog.get_logger(__name__)
+
+_warned = threading.Event()
+
+
+def batch_scheduling() -> bool:
     """Mark the calling thread SCHED_BATCH (Linux): the same share of the cores, but its wake-ups
     do not preempt a running thread. A decoder that wakes because its slot came free waits for
     the running inference's time slice instead of cutting into it, so an inference is
@@ -20,6 +28,26 @@ def batch_scheduling() -> None:
     load: with decoders and inference loops both SCHED_BATCH the median latency went from
     30.0-30.8 ms to 24.8-26.9 ms in back-to-back runs, but real-rate capacity lost detections
     (0.86 of the wanted ones at 9 streams); with the decoders alone, 26.6 ms (budget 27.8) and
-    0.98 of the wanted detections at 9 streams. Elsewhere than Linux: ignored."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+    0.98 of the wanted detections at 9 streams. Elsewhere than Linux: ignored.
+
+    Returns True when the thread now runs SCHED_BATCH.
+    """
+    setter = getattr(os, "sched_setscheduler", None)
+    if setter is None:
+        return False
+    try:
+        setter(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:
+        if not _warned.is_set():
+            _warned.set()
+            hint = (
+                " (a seccomp filter: allow sched_setscheduler, as systemd/edged.service does)"
+                if exc.errno == errno.EPERM
+                else ""
+            )
+            log.warning(
+                "decode threads keep normal scheduling: SCHED_BATCH refused" + hint,
+                error=os.strerror(exc.errno) if exc.errno else str(exc),
+            )
+        return False
+    return True
