@@ -166,7 +166,10 @@ def test_unit_settings_the_daemon_relies_on() -> None:
         "TimeoutStopSec": ["30s"],
         "WatchdogSec": ["30s"],
         "StateDirectory": ["edged"],
-        "ConfigurationDirectory": ["edged"],
+        "RestartPreventExitStatus": ["2"],
+        # /etc/edged stays read-only (ProtectSystem=strict); ConfigurationDirectory= would not.
+        "ConfigurationDirectory": [],
+        "ReadWritePaths": [],
         "LoadCredential": ["mqtt-password:/etc/edged/credentials/mqtt-password"],
         "User": ["edged"],
         "PrivateDevices": ["no"],
@@ -179,6 +182,10 @@ def test_unit_settings_the_daemon_relies_on() -> None:
         "--config",
         "/etc/edged/config.toml",
     ]
+    # The decode threads' SCHED_BATCH: allowed back after ~@resources, and only that call.
+    filters = values(service, "SystemCallFilter")
+    assert filters[-1] == "sched_setscheduler", filters
+    assert "@resources" in filters[-2], filters
     allowed = {v.split()[0] for v in values(service, "DeviceAllow")}
     assert {"/dev/davinci0", "/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= allowed
     # multiprocessing needs /dev/shm (SemLock, shared_memory)
