@@ -1,8 +1,8 @@
 """The `edged` command line: run, check-config, models, bench.
 
 Runs in the supervisor process (or a short-lived command). Exit codes: 0 ok, 1 failure at run
-time, 2 a config or usage error (systemd's Restart=on-failure then leaves a typo alone only
-after StartLimitBurst).
+time, 2 a config or usage error (the unit's RestartPreventExitStatus=2 then fails it at once:
+restarting cannot fix a typo).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import faulthandler
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import structlog
 
 from edged import __version__
 
@@ -42,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="look for fetched models here, as the service would (its $STATE_DIRECTORY, "
+        "/var/lib/edged); default: node.state_dir, else $STATE_DIRECTORY, "
+        "$XDG_STATE_HOME/edged or ~/.local/state/edged",
+    )
     check.set_defaults(func=_check_config)
 
     from edged.modelstore.command import register as register_models
@@ -58,7 +67,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from edged.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, state_dir=args.state_dir)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -82,9 +91,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
+        # Through the logger, not print(): under systemd each problem is a journal entry at
+        # error priority with its key path (`journalctl -u edged -p warning` shows why the unit
+        # failed); on a terminal the same lines go to stderr, readable.
         configure_logging("info", process="supervisor")
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        log = structlog.get_logger("edged.cli")
+        exc.log(log)
+        log.error("config not accepted; edged does not start", problems=len(exc.problems))
         return 2
     configure_logging(config.node.log_level, process="supervisor")
 
@@ -99,4 +112,10 @@ def _run(args: argparse.Namespace) -> int:
         notifier=notifier,
         echo=stdout_echo if args.print else None,
     )
-    return uvloop.run(supervisor.run())
+    code: int = uvloop.run(supervisor.run())
+    # Every worker is gone: end multiprocessing's resource tracker now, so that it does not
+    # outlive us and get SIGKILLed by systemd (KillMode=mixed) on every clean stop.
+    from edged.supervisor.tracker import stop_resource_tracker
+
+    stop_resource_tracker()
+    return code

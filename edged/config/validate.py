@@ -43,6 +43,14 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    def log(self, logger: Any) -> None:
+        """Log each problem as one error entry with its key path (`EDGED_KEY` in the journal),
+        file and message: what `journalctl -u edged -p warning` shows, at start or on reload."""
+        for problem in self.problems:
+            logger.error(
+                "config rejected", key=problem.key, problem=problem.message, file=problem.file
+            )
+
 
 @functools.cache
 def config_schema() -> dict[str, Any]:
@@ -50,17 +58,20 @@ def config_schema() -> dict[str, Any]:
     return msgspec.json.schema(Config)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read, validate and resolve a config file; raise `ConfigError` with every problem."""
+def load_config(path: str | os.PathLike[str], *, state_dir: str | None = None) -> Config:
+    """Read, validate and resolve a config file; raise `ConfigError` with every problem.
+
+    `state_dir`: use this folder instead of `node.state_dir` (`check-config --state-dir`).
+    """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(file), "", f"cannot read: {exc.strerror}")]) from exc
-    return parse_config(text, file)
+    return parse_config(text, file, state_dir=state_dir)
 
 
-def parse_config(text: str, file: Path) -> Config:
+def parse_config(text: str, file: Path, *, state_dir: str | None = None) -> Config:
     """Validate TOML text as if read from `file` (relative paths resolve against its folder)."""
     name = str(file)
     try:
@@ -78,6 +89,8 @@ def parse_config(text: str, file: Path) -> Config:
         workers=_convert_each(data.get("workers", []), WorkerConfig, _bad_keys(bad, "workers")),
         streams=_convert_each(data.get("streams", []), StreamConfig, _bad_keys(bad, "streams")),
     )
+    if state_dir is not None:
+        parts.node = msgspec.structs.replace(parts.node, state_dir=str(Path(state_dir).resolve()))
     resolved = _resolve_and_check(parts, file.resolve().parent, problems)
     if problems:
         problems.sort(key=lambda p: _sort_key(p[0]))

@@ -66,6 +66,9 @@ class Supervisor:
         self._reload_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._status = ""
+        # Set when the stop begins: from then on STATUS= says what the stop is doing, and no
+        # worker count (which changes as workers stop) may overwrite it.
+        self._stopping = False
 
     # --- the main task ------------------------------------------------------------------------
 
@@ -101,7 +104,8 @@ class Supervisor:
         self._tasks.append(asyncio.create_task(coro, name=name))
 
     async def _shutdown(self) -> None:
-        self._notifier.stopping("stopping")
+        self._stopping = True
+        self._notifier.stopping("stopping: workers, then mqtt")
         for task in self._tasks:
             if task.get_name() != "mqtt":
                 task.cancel()
@@ -114,11 +118,18 @@ class Supervisor:
         self._publisher.set_state(
             "health", self._health.snapshot(self._handles, self.generation, self._publisher.stats())
         )
+        self._notifier.status("stopping: flushing mqtt")
         await self._publisher.stop(flush_timeout=2.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        log.info("edged stopped")
+        # systemd keeps the last STATUS= after the unit stops: make it the outcome.
+        unsent = self._publisher.stats()["outbox_depth"]
+        kept = f"{unsent} messages kept in the outbox for the next start" if unsent else (
+            "outbox empty"
+        )
+        self._notifier.status(f"stopped: workers stopped, {kept}")
+        log.info("edged stopped", unsent=unsent)
 
     async def _second_signal(self) -> None:
         while True:
@@ -233,7 +244,7 @@ class Supervisor:
             f"{ready}/{len(self._handles)} workers ready, {online}/{len(self._health.streams)} "
             f"streams online, mqtt {mqtt}, config gen {self.generation}"
         )
-        if status != self._status and self._ready.is_set():
+        if status != self._status and self._ready.is_set() and not self._stopping:
             self._notifier.status(status)
         self._status = status
         return status
@@ -278,9 +289,7 @@ class Supervisor:
             # Reading and checking files (models, sources) is disk I/O: off the loop.
             new, digest = await loop.run_in_executor(None, _load_with_hash, self.config_path)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("config rejected", key=problem.key, problem=problem.message,
-                          file=problem.file)
+            exc.log(log)
             errors = [str(p) for p in exc.problems]
             self._publish_config_state(ok=False, errors=errors)
             status = f"reload failed: {errors[0]}; running config gen {self.generation}"
