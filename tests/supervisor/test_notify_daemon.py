@@ -59,9 +59,24 @@ def test_ready_watchdog_reloading_stopping_in_order(
             wait_until(lambda: seen("READY=1", index + 1), 20, "READY=1 after the reload")
 
             mark = len(drain())
+            descendants = daemon.children()  # the workers and multiprocessing's resource tracker
             code = daemon.stop(timeout=10)
+            # Nothing outlives the supervisor for systemd's KillMode=mixed to SIGKILL: checked at
+            # once, without waiting, as systemd does when the main process exits.
+            assert [p.pid for p in descendants if p.is_running()] == []
             assert code == 0
             assert seen("STOPPING=1", mark), drain()[mark:]
+            # From STOPPING=1 on, STATUS= says what the stop does and ends with its outcome; no
+            # worker count overwrites it (systemd keeps the last STATUS= after the stop).
+            stop = drain()[mark:]
+            stop = stop[next(i for i, text in enumerate(stop) if text.startswith("STOPPING=1")):]
+            statuses = [
+                line.removeprefix("STATUS=")
+                for text in stop for line in text.splitlines() if line.startswith("STATUS=")
+            ]
+            assert statuses[0].startswith("stopping"), stop
+            assert not [s for s in statuses if "workers ready" in s], stop
+            assert statuses[-1].startswith("stopped: workers stopped, "), stop
     finally:
         sock.close()
     order = [text.split("\n")[0].split("=")[0] for _, text in received]
