@@ -4,10 +4,17 @@ Each inference loop calls `infer` from its own thread; ONNX Runtime sessions are
 release the GIL while they run. One intra-op thread per call: on a small box parallelism comes
 from running several frames at once (one loop per core), which costs less than splitting one
 frame's work across threads.
+
+No telemetry: ONNX Runtime (1.32 on Linux) opens a 1DS telemetry store at import, writing
+`~/.cache/Microsoft/DeveloperTools/.onnxruntime/` (a device id and an SQLite database; for the
+service, HOME is its state directory) and queueing uploads. `ORT_DISABLE_TELEMETRY=1`, read at
+import, stops that; `disable_telemetry_events()` is the documented switch for the events, but
+comes after the import's write. An operator may still opt in by setting the variable to 0.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -26,7 +33,11 @@ class CpuBackend:
         self.providers: tuple[str, ...] = ()
 
     def load(self) -> None:
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
+
+        if os.environ["ORT_DISABLE_TELEMETRY"] != "0":
+            ort.disable_telemetry_events()
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -36,3 +39,26 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"definitely not protobuf" * 100)
     with pytest.raises(BackendError, match="cannot load model"):
         make_backend(worker(garbage)).load()
+
+
+def test_onnx_runtime_writes_no_telemetry_into_home(tmp_path: Path, model_path: Path) -> None:
+    # A fresh process: the telemetry store is opened when onnxruntime is first imported.
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import msgspec, sys\n"
+        "from edged.backends import make_backend\n"
+        "from edged.config.model import WorkerConfig\n"
+        "worker = msgspec.convert({'name': 'w', 'model': sys.argv[1]}, WorkerConfig)\n"
+        "backend = make_backend(worker)\n"
+        "backend.load()\n"
+    )
+    unset = ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(model_path)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
