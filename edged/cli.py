@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_config(args: argparse.Namespace) -> int:
     from edged.config import ConfigError, load_config
+    from edged.config.auto import cores
 
     try:
         config = load_config(args.config, state_dir=args.state_dir)
@@ -76,6 +77,12 @@ def _check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: ok ({len(config.workers)} workers, {len(config.streams)} streams)",
     )
+    # What the "auto" defaults resolved to on this machine (edged.config.auto).
+    print(f"on this machine ({cores()} cores):")
+    for worker in config.workers:
+        print(f"  worker {worker.name}: {worker.threads} inference thread(s)")
+    for stream in config.streams:
+        print(f"  stream {stream.name}: {stream.decoder_threads} decoder thread(s)")
     return 0
 
 

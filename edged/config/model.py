@@ -109,8 +109,9 @@ class WorkerConfig(Base, frozen=True):
         416,
         416,
     )
-    # Inference threads in the worker; each runs one inference at a time.
-    threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Inference threads in the worker; each runs one inference at a time. "auto": one per core
+    # this worker's share of the machine has (cores / CPU workers), resolved in `edged.config.auto`.
+    threads: Annotated[int, msgspec.Meta(ge=1, le=64)] | Literal["auto"] = "auto"
     # Accelerator device index (ascend); ignored by the cpu backend.
     device: Annotated[int, msgspec.Meta(ge=0)] = 0
     ready_timeout: Seconds = 120.0
@@ -135,9 +136,10 @@ class StreamConfig(Base, frozen=True):
     min_score: Score = 0.4
     # Seconds to wait before reopening a stream that failed, doubled on each failure up to 60 s.
     reconnect_delay: Seconds = 2.0
-    # FFmpeg decoder threads for this stream; 0 lets FFmpeg pick (one per core). Streams already
-    # decode in parallel, one thread each, so extra threads per stream only add hand-off costs.
-    decoder_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    # FFmpeg decoder threads for this stream; 0 lets FFmpeg pick (one per core). "auto": the
+    # cores / the streams on its worker, at least 1 (`edged.config.auto`): streams already decode
+    # in parallel, one thread each, so more threads per stream only add hand-off costs.
+    decoder_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class Config(Base, frozen=True):

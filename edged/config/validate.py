@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import jsonschema
 import msgspec
 
+from edged.config import auto
 from edged.config.labels import load_labels
 from edged.config.model import Config, MqttConfig, NodeConfig, StreamConfig, WorkerConfig
 from edged.config.paths import resolve_model, resolve_source, resolve_state_dir
@@ -96,13 +97,16 @@ def parse_config(text: str, file: Path, *, state_dir: str | None = None) -> Conf
         problems.sort(key=lambda p: _sort_key(p[0]))
         raise ConfigError([ConfigProblem(name, key, msg) for key, msg in problems])
     config = msgspec.convert(data, Config)
-    return msgspec.structs.replace(
+    config = msgspec.structs.replace(
         config,
         node=resolved.node,
         mqtt=resolved.mqtt,
         workers=tuple(w for _, w in resolved.workers),
         streams=tuple(s for _, s in resolved.streams),
     )
+    # "auto" thread counts become this machine's numbers here, so a reload that changes what
+    # they depend on (a worker or stream added) restarts what must change, like any other key.
+    return auto.resolve(config)
 
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -200,9 +204,24 @@ def _describe(error: jsonschema.ValidationError) -> Iterator[tuple[list[str | in
         message = f"expected a number {sign[kind]} {value}, {got}"
     elif kind in ("minItems", "maxItems"):
         message = f"expected {len(schema.get('prefixItems', [])) or 'more'} items, {got}"
+    elif kind == "anyOf" and isinstance(value, list):
+        message = f"expected {' or '.join(_alternative(v) for v in value)}, {got}"
     else:
         message = error.message
     yield path, message
+
+
+def _alternative(schema: Any) -> str:
+    """One branch of an `anyOf` in words: `threads = 2` or `threads = "auto"`."""
+    if not isinstance(schema, dict):
+        return repr(schema)
+    if "enum" in schema:
+        return " or ".join(repr(v) for v in schema["enum"])
+    kind = schema.get("type", "a value")
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if kind == "integer" and low is not None and high is not None:
+        return f"an integer from {low} to {high}"
+    return f"{kind}"
 
 
 def _duplicates(names: Iterable[str]) -> set[str]:

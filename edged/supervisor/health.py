@@ -178,6 +178,8 @@ class HealthTracker:
             "pid": handle.pid if running else None,
             "backend": handle.config.backend,
             "model": handle.config.model,
+            # inference loops, as resolved from "auto" on this machine (edged.config.auto)
+            "threads": handle.config.threads,
             "restarts": handle.restarts,
             "last_exit": handle.last_exit,
             "heartbeat_age_s": None if age is None else round(age, 2),

@@ -69,7 +69,13 @@ def _setup_process(name: str, level: str) -> None:
 
 def _serve(spec, channel: WorkerChannel) -> int:  # type: ignore[no-untyped-def]
     worker = spec.worker
-    log.info("worker starting", backend=worker.backend, model=worker.model, pid=os.getpid())
+    log.info(
+        "worker starting",
+        backend=worker.backend,
+        model=worker.model,
+        threads=worker.threads,
+        pid=os.getpid(),
+    )
     backend = make_backend(worker)
     started = time.perf_counter()
     try:

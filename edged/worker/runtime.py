@@ -12,6 +12,7 @@ from collections import deque
 import structlog
 
 from edged.backends.base import Backend
+from edged.config.auto import inference_threads
 from edged.config.model import StreamConfig
 from edged.protocol import Metrics, StreamCounters, StreamState, WorkerSpec
 from edged.worker.board import FrameBoard
@@ -32,7 +33,7 @@ class WorkerRuntime:
         self._board = FrameBoard()
         self._sources: dict[str, StreamSource] = {}
         self._infer_ms: deque[float] = deque(maxlen=1024)
-        loops = spec.worker.threads
+        loops = inference_threads(spec.worker)  # a number already, unless built by hand
         # A loop that shows no progress for half the supervisor's deadline withholds the
         # heartbeat, so the supervisor sees the hang well inside its deadline.
         stall = max(spec.heartbeat_interval * 2, spec.worker.heartbeat_timeout / 2)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import structlog
 
+from edged.config.auto import decoder_threads
 from edged.config.model import StreamConfig
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.scheduling import batch_scheduling
@@ -121,7 +122,7 @@ class StreamSource:
             delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _open(self) -> cv2.VideoCapture:
-        return open_capture(self.config.source, self.config.decoder_threads)
+        return open_capture(self.config.source, decoder_threads(self.config))
 
     def _play(self) -> str:
         """Decode until the stream fails or ends; return "ended", "played" or a failure reason."""

@@ -37,11 +37,13 @@ class Daemon:
         config_text: str,
         *,
         args: tuple[str, ...] = (),
+        cpus: set[int] | None = None,
         entry: tuple[str, ...] = ("-m", "edged"),
     ) -> None:
         """`entry`: what `python` runs (`-m edged`, or a probe script that wraps the same CLI)."""
         self.workdir = workdir
         self.entry = entry
+        self.cpus = cpus  # run it on these CPUs only (its affinity mask), like `taskset`
         self.config = workdir / "config.toml"
         self.config.write_text(config_text)
         self.args = args
@@ -53,7 +55,15 @@ class Daemon:
     def start(self) -> None:
         with self.log_path.open("ab") as err, self.out_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.entry, "run", "--config", str(self.config), *self.args],
+                [
+                    *self._pinned(),
+                    sys.executable,
+                    *self.entry,
+                    "run",
+                    "--config",
+                    str(self.config),
+                    *self.args,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
@@ -70,6 +80,12 @@ class Daemon:
     def output(self) -> str:
         """What the daemon wrote to stdout so far."""
         return self.out_path.read_text(errors="replace")
+
+    def _pinned(self) -> list[str]:
+        """`taskset` (util-linux, on every Linux) sets the affinity the daemon inherits."""
+        if self.cpus is None:
+            return []
+        return ["taskset", "-c", ",".join(str(c) for c in sorted(self.cpus))]
 
     @property
     def pid(self) -> int:
