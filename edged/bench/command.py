@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import psutil
 
 from edged import __version__
@@ -64,13 +65,16 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--broker", help="mqtt://host:port of a broker (default: start mosquitto)")
     bench.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     bench.add_argument(
-        "--threads", type=int, help="inference threads per worker (default: cores / workers)"
+        "--threads",
+        type=int,
+        help="inference threads per worker, written into the config (default: none written, "
+        'the daemon\'s "auto": cores / workers)',
     )
     bench.add_argument(
         "--decoder-threads",
         type=int,
-        default=1,
-        help="FFmpeg threads per stream, the streams' decoder_threads key (default 1)",
+        help="the streams' decoder_threads key, written into the config (default: none "
+        'written, the daemon\'s "auto": cores / streams on the worker)',
     )
     bench.add_argument(
         "--mqtt-linger-ms",
@@ -94,7 +98,8 @@ def register(subparsers: Any) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from edged.bench import parts, report, run
     from edged.bench.broker import LocalBroker
-    from edged.config.model import WorkerConfig
+    from edged.config import auto
+    from edged.config.model import StreamConfig, WorkerConfig
 
     assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
     videos = args.video or [
@@ -116,20 +121,29 @@ def _bench(args: argparse.Namespace) -> int:
         raise SystemExit("edged bench: --streams wants positive numbers")
     n_cores = parts.cores()
     workers = max(1, args.workers)
-    threads = args.threads or max(1, n_cores // workers)
+    # The daemon runs its default config: the bench writes a thread key only when asked to, and
+    # reports what "auto" resolves to with the daemon's own rules.
+    threads = args.threads or auto.inference_threads(
+        WorkerConfig(name="bench", model=model), cpu_workers=workers, n_cores=n_cores
+    )
     warmup = args.warmup if args.warmup is not None else max(2.0, args.duration / 4)
     json_path = Path(args.json)
     plot_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
     progress = report.Progress(quiet=args.quiet)
 
-    # (a), (b): the parts, through the worker's own code.
+    # (a), (b): the parts, through the worker's own code. Decoding is measured with one FFmpeg
+    # thread, its cheapest CPU per frame: the limit is what the machine could do, whatever
+    # thread counts the daemon picks.
     decodes = []
+    references = []
     samples = []
     for video in videos:
         progress(f"parts: decoding {Path(video).name}")
-        cost, frames = parts.measure_decode(video, 200, args.decoder_threads)
+        cost, frames = parts.measure_decode(video, 200, 1)
         decodes.append(cost)
         samples += frames
+        progress(f"parts: reference decode of {Path(video).name}")
+        references.append(parts.measure_reference(video, 200))
     progress("parts: letterbox + inference")
     worker = WorkerConfig(name="bench", model=model, threads=threads)
     infer = parts.measure_infer(worker, samples, 60)
@@ -145,21 +159,32 @@ def _bench(args: argparse.Namespace) -> int:
             for i in range(n)
         )
 
+    def decoder(n: int) -> int:
+        """The decoder threads a stream of an n-stream run gets (streams spread over workers)."""
+        stream = StreamConfig(name="s", source="v", worker="w")
+        if args.decoder_threads is not None:
+            stream = msgspec.structs.replace(stream, decoder_threads=args.decoder_threads)
+        per_worker = math.ceil(n / min(workers, n))
+        return auto.decoder_threads(stream, per_worker, n_cores)
+
     mqtt_extra = () if args.mqtt_linger_ms is None else (f"linger_ms = {args.mqtt_linger_ms}",)
 
+    stream_extra = (
+        () if args.decoder_threads is None else (f"decoder_threads = {args.decoder_threads}",)
+    )
+
     def plan_for(n: int, *, realtime: bool, detect_fps: float) -> run.RunPlan:
-        extra = (f"decoder_threads = {args.decoder_threads}",)
         return run.RunPlan(
             streams_for(n),
             model,
             min(workers, n),
-            threads,
+            args.threads,
             realtime,
             detect_fps,
             broker_url,
             warmup,
             args.duration,
-            stream_extra=extra,
+            stream_extra=stream_extra,
             mqtt_extra=mqtt_extra,
         )
 
@@ -174,12 +199,15 @@ def _bench(args: argparse.Namespace) -> int:
         "layout": {
             "workers": workers,
             "threads": threads,
+            "threads_auto": args.threads is None,
+            # None: the config's default, "auto" (per run: `decoder_threads` in each run)
             "decoder_threads": args.decoder_threads,
             "mqtt_linger_ms": 0.0 if args.mqtt_linger_ms is None else args.mqtt_linger_ms,
         },
         "parts": {
             "decode": [vars(d) for d in decodes],
             "infer": {**vars(infer), "cpu_ms": infer.cpu_ms},
+            "reference": [vars(r) for r in references],
         },
         "runs": [],
     }
@@ -204,14 +232,18 @@ def _bench(args: argparse.Namespace) -> int:
                 result = run.run_daemon(
                     workdir / f"sat-{n}", plan, progress, broker_process=broker_process
                 )
-                doc["runs"].append(_run_doc(result, "saturation", plan, limit.fps, limit.work_ms))
+                doc["runs"].append(
+                    _run_doc(result, "saturation", plan, limit.fps, limit.work_ms, decoder(n))
+                )
                 if not args.no_half_load:
                     d = _half_load_detect_fps(n_cores, used, infer)
                     plan = plan_for(n, realtime=True, detect_fps=d)
                     result = run.run_daemon(
                         workdir / f"half-{n}", plan, progress, broker_process=broker_process
                     )
-                    entry = _run_doc(result, "half-load", plan, limit.fps, limit.work_ms)
+                    entry = _run_doc(
+                        result, "half-load", plan, limit.fps, limit.work_ms, decoder(n)
+                    )
                     decode_wall = sum(u.wall_ms for u in used) / len(used)
                     budget = decode_wall + infer.pre_cpu_ms + infer.infer_wall_ms
                     entry["latency_budget_ms"] = round(budget + LATENCY_SLACK_MS, 2)
@@ -241,10 +273,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float) -> dict[str, Any]:
+def _run_doc(
+    result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float, decoder_threads: int
+) -> dict[str, Any]:
     from edged.bench.run import percentiles
 
     ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
+    work_pct = _work_pct(result, plan, work_ms)
     samples = result.latency_ms
     if len(samples) > LATENCY_SAMPLES_KEPT:
         samples = random.Random(0).sample(samples, LATENCY_SAMPLES_KEPT)
@@ -253,6 +288,7 @@ def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
         "mode": mode,
         "realtime": plan.realtime,
         "detect_fps": plan.detect_fps,
+        "decoder_threads": decoder_threads,
         "seconds": round(result.seconds, 3),
         "frames": result.frames,
         "fps": round(result.fps, 2),
@@ -272,8 +308,33 @@ def _run_doc(result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float
         # other processes left free during the window. The ratio above is the measured one.
         "ratio_to_free_cores": _ratio_to_free(result, limit_fps, ours),
         # work the frames needed / CPU our processes spent: 1.0 means no overhead at all
-        "cpu_efficiency": round(_work_pct(result, plan, work_ms) / ours, 4) if ours > 0 else None,
+        "cpu_efficiency": round(work_pct / ours, 4) if ours > 0 else None,
+        "overhead_ms": _overhead_ms(result, work_pct),
     }
+
+
+def _overhead_ms(result: Any, work_pct: float) -> dict[str, float | None]:
+    """Host overhead, core-ms per processed frame: what each of the run's processes spent beyond
+    the work the frames needed (decode + letterbox + inference, measured alone, all charged to
+    the worker). `total` is the sum; NaN CPU figures (a process gone) give None."""
+    fps = float(result.fps)
+    if fps <= 0:
+        return {k: None for k in ("worker", "supervisor", "broker", "subscriber", "total")}
+    cpu = result.cpu_pct
+    workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+    # % of one core x 10 / frames a second = core-ms a frame
+    figures = {
+        "worker": (workers - work_pct) * 10.0 / fps,
+        "supervisor": cpu.get("supervisor", math.nan) * 10.0 / fps,
+        "broker": cpu.get("mosquitto", math.nan) * 10.0 / fps,
+        "subscriber": cpu.get("bench (subscriber)", math.nan) * 10.0 / fps,
+    }
+    known = [v for v in figures.values() if not math.isnan(v)]
+    out: dict[str, float | None] = {
+        k: None if math.isnan(v) else round(v, 3) for k, v in figures.items()
+    }
+    out["total"] = round(sum(known), 3) if len(known) == len(figures) else None
+    return out
 
 
 def _work_pct(result: Any, plan: Any, work_ms: float) -> float:

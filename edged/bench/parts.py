@@ -11,7 +11,6 @@ running.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from edged.backends import make_backend
+from edged.config import auto
 from edged.config.model import WorkerConfig
 from edged.worker.detector import Detector
 from edged.worker.sources import open_capture
@@ -50,8 +50,8 @@ class InferCost:
 
 
 def cores() -> int:
-    """CPU cores this process may run on (an affinity mask or a cpuset counts, not the host)."""
-    return len(os.sched_getaffinity(0))
+    """CPU cores this process may run on: the daemon's own rule (`edged.config.auto.cores`)."""
+    return auto.cores()
 
 
 def measure_decode(
@@ -91,6 +91,50 @@ def measure_decode(
     if not samples and buffer is not None:
         samples.append(buffer.copy())
     return DecodeCost(video, fps, cpu * 1000 / frames, wall * 1000 / frames, frames), samples
+
+
+@dataclass(frozen=True)
+class ReferenceCost:
+    """A decoder edged does not own, measured in the same run as edged's parts: if edged's own
+    decode gets slower, the limit (computed from edged's parts) drops with it and the ratio hides
+    the loss; against this reference it shows (docs/performance.md)."""
+
+    video: str
+    name: str  # what was measured
+    cpu_ms: float  # per frame, all threads of the process
+    frames: int
+
+
+REFERENCE_NAME = "OpenCV read (decode + full-frame BGR, 1 thread)"
+
+
+def measure_reference(video: str, frames: int) -> ReferenceCost:
+    """`cv2.VideoCapture.read()` with one FFmpeg thread: decode and full-frame BGR, the path
+    edged used before PyAV (decode-costs.md has its figures on this kind of machine)."""
+    params = [cv2.CAP_PROP_N_THREADS, 1]
+    cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {video}")
+    buffer: np.ndarray | None = None
+    decoded = 0
+    cpu = 0.0
+    try:
+        while decoded < frames + DECODE_SKIP:
+            c0 = time.process_time()
+            ok, image = cap.read(buffer)
+            if not ok:
+                if decoded == 0:
+                    raise RuntimeError(f"OpenCV decodes no frames from {video}")
+                cap.release()
+                cap = cv2.VideoCapture(video, cv2.CAP_FFMPEG, params)
+                continue
+            buffer = image
+            if decoded >= DECODE_SKIP:
+                cpu += time.process_time() - c0
+            decoded += 1
+    finally:
+        cap.release()
+    return ReferenceCost(video, REFERENCE_NAME, cpu * 1000 / frames, frames)
 
 
 def measure_infer(worker: WorkerConfig, images: list[np.ndarray], frames: int) -> InferCost:

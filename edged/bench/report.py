@@ -57,22 +57,45 @@ def table(doc: dict[str, Any]) -> str:
     parts = doc["parts"]
     decodes = ", ".join(f"{Path(d['video']).name} {d['cpu_ms']:.2f}" for d in parts["decode"])
     infer = parts["infer"]
+    layout = doc["layout"]
+    threads_from = " (auto)" if layout.get("threads_auto") else ""
+    per_run = sorted({(r["streams"], r.get("decoder_threads")) for r in doc["runs"]})
+    resolved = ", ".join(f"{t} at {n} stream(s)" for n, t in per_run if t is not None)
+    decoder = layout["decoder_threads"]
+    decoder_text = "auto" if decoder is None else str(decoder)
+    config = "the default config" if layout.get("threads_auto") and decoder is None else "tuned"
     out.append(
-        f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); "
-        f"layout: {doc['layout']['workers']} worker(s) x {doc['layout']['threads']} "
-        f"inference thread(s), decoder_threads={doc['layout']['decoder_threads']}, "
-        f"mqtt linger_ms={doc['layout'].get('mqtt_linger_ms', 0.0):g}"
+        f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); {config}: "
+        f"{layout['workers']} worker(s) x {layout['threads']} inference thread(s){threads_from}, "
+        f"decoder_threads {decoder_text}" + (f" ({resolved})" if resolved else "") + ", "
+        f"mqtt linger_ms={layout.get('mqtt_linger_ms', 0.0):g}"
     )
     out.append(
-        f"parts (core-ms/frame): decode {decodes}; letterbox {infer['pre_cpu_ms']:.2f}; "
-        f"inference {infer['infer_cpu_ms']:.2f} (wall {infer['infer_wall_ms']:.2f}); "
-        f"boxes+NMS {infer['post_cpu_ms']:.2f} (overhead, not in the limit)"
+        f"parts (core-ms/frame): decode {decodes} (1 thread); letterbox "
+        f"{infer['pre_cpu_ms']:.2f}; inference {infer['infer_cpu_ms']:.2f} (wall "
+        f"{infer['infer_wall_ms']:.2f}); boxes+NMS {infer['post_cpu_ms']:.2f} (overhead, not in "
+        "the limit)"
     )
+    references = parts.get("reference") or []
+    if references:
+        pre = infer["pre_cpu_ms"]
+        by_video = {d["video"]: d["cpu_ms"] for d in parts["decode"]}
+        refs = ", ".join(f"{Path(r['video']).name} {r['cpu_ms']:.2f}" for r in references)
+        ratios = ", ".join(
+            f"{(by_video[r['video']] + pre) / (r['cpu_ms'] + pre):.2f}x"
+            for r in references
+            if r["video"] in by_video and r["cpu_ms"] + pre > 0
+        )
+        out.append(
+            f"decode reference, same run: {references[0]['name']} {refs}; edged's decode + "
+            f"letterbox is {ratios} the reference + letterbox"
+        )
     out.append("")
     head = (
         f"{'streams':>7} {'mode':<10} {'limit/s':>8} {'frames/s':>8} {'ratio':>6} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'sup %':>6} {'workers %':>9} "
-        f"{'broker %':>8} {'bench %':>7} {'others %':>8} {'RSS MB':>7} {'eff':>5} {'r/free':>6}"
+        f"{'broker %':>8} {'bench %':>7} {'others %':>8} {'RSS MB':>7} {'eff':>5} {'r/free':>6} "
+        f"{'ovh ms':>6}"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -87,7 +110,8 @@ def table(doc: dict[str, Any]) -> str:
             f"{_f(lat['p95']):>7} {_f(lat['p99']):>7} {_f(cpu.get('supervisor')):>6} "
             f"{_f(workers):>9} {_f(cpu.get('mosquitto')):>8} "
             f"{_f(cpu.get('bench (subscriber)')):>7} {_f(run['others_pct']):>8} {rss:>7.0f} "
-            f"{_f(run['cpu_efficiency'], 2):>5} {_f(run['ratio_to_free_cores'], 3):>6}"
+            f"{_f(run['cpu_efficiency'], 2):>5} {_f(run['ratio_to_free_cores'], 3):>6} "
+            f"{_f(run.get('overhead_ms', {}).get('total'), 2):>6}"
         )
     out.append("")
     out.append(
@@ -95,8 +119,23 @@ def table(doc: dict[str, Any]) -> str:
         "core-ms), measured above in this run. CPU % is of one core over the counting window; "
         "'others' is CPU used on this machine by processes that are not part of the run. "
         "eff = the CPU the frames' work needed / the CPU the run's processes spent (1.0 = no "
-        "overhead); r/free = an estimate: the ratio against the cores others left free."
+        "overhead); r/free = an estimate: the ratio against the cores others left free; ovh ms = "
+        "host overhead, core-ms a frame beyond decode + letterbox + inference (below)."
     )
+    out.append("")
+    out.append(
+        "host overhead per frame (core-ms: CPU of each process per frame beyond decode + "
+        "letterbox + inference, all charged to the worker):"
+    )
+    for run in doc["runs"]:
+        o = run.get("overhead_ms")
+        if not o:
+            continue
+        out.append(
+            f"  {run['streams']} stream(s) {run['mode']:<10}: worker {_f(o['worker'], 2)} + "
+            f"supervisor {_f(o['supervisor'], 2)} + broker {_f(o['broker'], 2)} + subscriber "
+            f"{_f(o['subscriber'], 2)} = {_f(o['total'], 2)}"
+        )
     for run in doc["runs"]:
         if run["mode"] == "half-load":
             verdict = "ok" if run["latency_ok"] else "OVER"
@@ -121,7 +160,34 @@ def table(doc: dict[str, Any]) -> str:
                 f" (decode pace {trial['pace']:.3f} of native, detections "
                 f"{trial['detect_rate']:.3f} of wanted, others {trial['others_pct']:.0f} %)"
             )
+    out.append("")
+    out.append(summary(doc))
     return "\n".join(out)
+
+
+def summary(doc: dict[str, Any]) -> str:
+    """One line with the figures a closing note quotes: ratio, overhead and supervisor CPU per
+    stream count at saturation, and the capacity at real rates."""
+    saturation = [r for r in doc["runs"] if r["mode"] == "saturation"]
+    counts = "/".join(str(r["streams"]) for r in saturation)
+
+    def each(values: list[str]) -> str:
+        return " / ".join(values)
+
+    line = (
+        f"summary, {counts} stream(s) at saturation: ratio to the limit "
+        f"{each([_f(r['ratio'], 3) for r in saturation])}; host overhead "
+        f"{each([_f(r.get('overhead_ms', {}).get('total'), 2) for r in saturation])} core-ms a "
+        f"frame; supervisor {each([_f(r['cpu_pct'].get('supervisor')) for r in saturation])} % "
+        f"of a core; others {each([_f(r['others_pct'], 0) for r in saturation])} %"
+    )
+    cap = doc.get("capacity")
+    if cap:
+        line += (
+            f"; capacity at detect_fps {cap['detect_fps']:g}: {cap['streams']} stream(s), "
+            f"{cap['ratio']:.3f} of the limit"
+        )
+    return line
 
 
 def write_json(doc: dict[str, Any], path: Path) -> None:

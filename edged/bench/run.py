@@ -44,7 +44,7 @@ class RunPlan:
     streams: tuple[StreamPlan, ...]
     model: str
     workers: int
-    threads: int
+    threads: int | None  # None: no `threads` key, the daemon's default ("auto")
     realtime: bool
     detect_fps: float
     broker_url: str
@@ -76,8 +76,8 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
         "[node]",
         f'name = "{NODE}"',
         f'state_dir = "{state_dir}"',
-        "health_interval = 1.0",
-        'log_level = "warning"',
+        # Everything else is the default config: health every 30 s (the bench reads the first,
+        # sent once the workers are ready, for their names), log level info.
         "",
         "[mqtt]",
         f'url = "{plan.broker_url}"',
@@ -90,7 +90,7 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
             "[[workers]]",
             f'name = "cpu{w}"',
             f'model = "{plan.model}"',
-            f"threads = {plan.threads}",
+            *([] if plan.threads is None else [f"threads = {plan.threads}"]),
             *plan.worker_extra,
         ]
     for i, stream in enumerate(plan.streams):

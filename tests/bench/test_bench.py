@@ -38,9 +38,18 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "frames/s" in done.stdout and "ratio" in done.stdout, done.stdout
+    # The lines a closing note quotes: the default config, the reference, the overhead.
+    assert "the default config" in done.stdout, done.stdout
+    assert "decode reference, same run: OpenCV read" in done.stdout, done.stdout
+    assert "host overhead per frame" in done.stdout, done.stdout
+    assert "summary, 1 stream(s) at saturation: ratio to the limit" in done.stdout, done.stdout
 
     doc = json.loads(out.read_text())
     assert doc["machine"]["cores"] >= 1
+    # The daemon ran its defaults: "auto" resolved with the daemon's rules on this machine.
+    layout = doc["layout"]
+    assert layout["threads_auto"] is True and layout["decoder_threads"] is None, layout
+    assert layout["threads"] == len(os.sched_getaffinity(0)), layout
     decode = doc["parts"]["decode"]
     assert [Path(d["video"]).name for d in decode] == ["pedestrians-720p.avi", "traffic-720p.mp4"]
     assert all(0 < d["cpu_ms"] < 100 for d in decode), decode
@@ -48,10 +57,24 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     assert 0 < infer["pre_cpu_ms"] < infer["infer_cpu_ms"] < 1000, infer
     assert infer["infer_wall_ms"] > 0
 
+    # A decoder edged does not own, measured in the same run, for each video.
+    reference = doc["parts"]["reference"]
+    assert [r["video"] for r in reference] == [d["video"] for d in decode]
+    assert all(0 < r["cpu_ms"] < 100 for r in reference), reference
+
     saturation, half = doc["runs"]
     assert (saturation["mode"], half["mode"]) == ("saturation", "half-load")
     for run in (saturation, half):
         assert run["streams"] == 1
+        assert run["decoder_threads"] == doc["machine"]["cores"]  # a lone stream gets the cores
+        # Host overhead: each process's CPU a frame, the worker's beyond the work it needed,
+        # adding up to the total, and agreeing with the run's own CPU figures.
+        o = run["overhead_ms"]
+        parts_sum = o["worker"] + o["supervisor"] + o["broker"] + o["subscriber"]
+        assert abs(o["total"] - parts_sum) < 0.01, o
+        cpu = run["cpu_pct"]
+        assert abs(o["supervisor"] - cpu["supervisor"] * 10 / run["fps"]) < 0.01, (o, cpu)
+        assert o["supervisor"] > 0 and o["broker"] > 0 and o["subscriber"] > 0, o
         assert run["limit_fps"] > 0
         assert run["fps"] > 0 and run["frames"] > 0
         assert 0 < run["ratio"] < 1.5, run["ratio"]
@@ -68,9 +91,35 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     # The limit is cores x 1000 / work: it agrees with the parts it was computed from.
     work = decode[0]["cpu_ms"] + infer["pre_cpu_ms"] + infer["infer_cpu_ms"]
     assert abs(saturation["limit_fps"] - doc["machine"]["cores"] * 1000 / work) < 0.05
+    # At saturation every counted frame needed `work`: the rest of all our CPU is overhead.
+    ours = sum(saturation["cpu_pct"].values()) * 10 / saturation["fps"]
+    assert abs(saturation["overhead_ms"]["total"] - (ours - work)) < 0.01, saturation
     # Half load detects fewer frames than saturation asks for.
     assert half["detect_fps"] > 0 and half["realtime"] is True
     assert half["latency_budget_ms"] > infer["infer_wall_ms"]
 
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_daemon_runs_the_default_config_unless_a_variant_is_asked_for(tmp_path: Path) -> None:
+    from edged.bench.run import RunPlan, StreamPlan, config_text
+
+    streams = (StreamPlan("s0", "a.mp4", 25.0), StreamPlan("s1", "b.mp4", 30.0))
+    plan = RunPlan(streams, "m.onnx", 1, None, False, 0.0, "mqtt://127.0.0.1:1", 1.0, 1.0)
+    text = config_text(plan, tmp_path / "state")
+    assert "threads" not in text and "health_interval" not in text, text
+    tuned = RunPlan(
+        streams,
+        "m.onnx",
+        1,
+        3,
+        False,
+        0.0,
+        "mqtt://127.0.0.1:1",
+        1.0,
+        1.0,
+        stream_extra=("decoder_threads = 2",),
+    )
+    text = config_text(tuned, tmp_path / "state")
+    assert text.count("threads = 3") == 1 and text.count("decoder_threads = 2") == 2, text
