@@ -97,6 +97,8 @@ class Outbox:
         # older waiting); it says False when it cannot (window full, connection gone).
         self.direct: Callable[[Entry], bool] | None = None
         self._pending_io: set[asyncio.Future[Any]] = set()
+        # Seq reservations that must be on disk before anything queued after them is sent.
+        self._seq_barriers = 0
         self.dropped_memory = 0
         self.acked = 0
         self.rejected = 0
@@ -110,13 +112,23 @@ class Outbox:
         if self._store is None:
             return n
         if n >= self._seq_durable.get(stream, 1):
-            # Rare (first message of a never-seen stream, or the disk thread far behind): wait
-            # for the reservation, since handing out an unreserved seq could repeat after a crash.
-            self._seq_requested[stream] = n + SEQ_BLOCK
-            fut = self._pool.submit(self._store.save_seqs, {stream: n + SEQ_BLOCK})
-            with contextlib.suppress(sqlite3.Error, OSError):
-                fut.result()
-                self._seq_durable[stream] = n + SEQ_BLOCK
+            # Rare (first message of a never-seen stream, or the disk thread far behind). An
+            # unreserved seq could repeat after a crash, so nothing from here on is sent before
+            # the reservation is on disk: the loop does not wait, the sender does (`take`).
+            target = n + SEQ_BLOCK
+            self._seq_requested[stream] = target
+
+            def reserved(_: object) -> None:
+                self._seq_durable[stream] = max(self._seq_durable.get(stream, 1), target)
+
+            def released(_: object) -> None:
+                self._seq_barriers -= 1
+                self._ready.set()
+
+            self._seq_barriers += 1
+            # A failed write is logged by `_submit` (disk error); the messages are sent anyway.
+            fut = self._submit(self._store.save_seqs, {stream: target}, on_done=reserved)
+            fut.add_done_callback(released)
         elif n + SEQ_BLOCK // 2 >= self._seq_requested.get(stream, 1):
             target = n + SEQ_BLOCK
             self._seq_requested[stream] = target
@@ -149,6 +161,7 @@ class Outbox:
         if (
             self.direct is not None
             and self._online
+            and not self._seq_barriers
             and not self._mem
             and not self._to_spill
             and not self._disk_dirty
@@ -197,7 +210,7 @@ class Outbox:
                 if gen == self._spill_gen:
                     self._disk_dirty = False
                 continue
-            if self._mem:
+            if self._mem and not self._seq_barriers:
                 n = min(limit, len(self._mem))
                 entries = [self._mem.popleft() for _ in range(n)]
                 for e in entries:
@@ -290,7 +303,8 @@ class Outbox:
             log.warning(
                 "mqtt_outbox_lost_on_close", messages=len(self._mem), reason=self.disk_error
             )
-        self._pool.shutdown(wait=True)
+        # Every write was awaited above: the thread is idle and ends by itself.
+        self._pool.shutdown(wait=False)
 
     # --- disk plumbing ----------------------------------------------------------------------
 
@@ -351,7 +365,7 @@ class Outbox:
         *args: object,
         on_done: Callable[[T], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
-    ) -> None:
+    ) -> asyncio.Future[T]:
         fut: asyncio.Future[T] = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         self._pending_io.add(fut)
 
@@ -371,6 +385,7 @@ class Outbox:
                 on_done(result)
 
         fut.add_done_callback(finished)
+        return fut
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
