@@ -22,6 +22,7 @@ from edged.config import auto
 from edged.config.labels import load_labels
 from edged.config.model import Config, MqttConfig, NodeConfig, StreamConfig, WorkerConfig
 from edged.config.paths import resolve_model, resolve_source, resolve_state_dir
+from edged.urls import credentials
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,18 @@ def _resolve_and_check(parts: _Parts, base: Path, problems: list[tuple[str, str]
     return _Parts(node, _resolve_mqtt(parts.mqtt, base, problems), workers, streams)
 
 
+# Credentials in mqtt.url are refused, not used: the password would sit in config.toml (and in
+# every copy of it), where the documented places (a file, a systemd credential) keep it out.
+CREDENTIALS_IN_URL = (
+    "user name or password in the URL: set mqtt.username, and mqtt.password_file or "
+    "mqtt.password_credential (the password is never written in config.toml)"
+)
+
+
 def _resolve_mqtt(mqtt: MqttConfig, base: Path, problems: list[tuple[str, str]]) -> MqttConfig:
+    creds = credentials(mqtt.url)
+    if creds.username is not None or creds.password is not None:
+        problems.append(("mqtt.url", CREDENTIALS_IN_URL))
     tls = mqtt.tls
     for field in ("ca_file", "cert_file", "key_file"):
         value = getattr(tls, field)

@@ -52,10 +52,10 @@ def make_pki(tmp: Path) -> tuple[Pki, list[str]]:
     return Pki(paths["ca"], paths["client-cert"], paths["client-key"], ctx), broker_conf
 
 
-def make_passwords(tmp: Path) -> tuple[Path, list[str]]:
+def make_passwords(tmp: Path, password: str = PASSWORD) -> tuple[Path, list[str]]:
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp / "broker-passwords"
-    subprocess.run([passwd, "-c", "-b", str(pwfile), USER, PASSWORD], check=True)
+    subprocess.run([passwd, "-c", "-b", str(pwfile), USER, password], check=True)
     return pwfile, [f"password_file {pwfile}"]
 
 
