@@ -22,6 +22,8 @@ if [ "$dev" = 1 ]; then
     command -v mosquitto_passwd >/dev/null || missing+=(mosquitto)
     command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    # an MQTT 3.1.1-only broker for the protocol = "auto" fallback test
+    [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || missing+=(nats-server)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt_install "${missing[@]}"

@@ -54,11 +54,12 @@ class OutboxConfig(Base, frozen=True):
 
 
 class MqttConfig(Base, frozen=True):
-    # mqtt://host[:port] or mqtts://host[:port] (TLS)
+    # mqtt://host[:port] or mqtts://host[:port] (TLS); no user:password@ (validation refuses it)
     url: Annotated[str, msgspec.Meta(pattern=r"^mqtts?://[^/\s]+/?$")] = "mqtt://127.0.0.1:1883"
     topic_prefix: Name = "edged"
     client_id: str = ""
-    protocol: Literal["5", "3.1.1"] = "5"
+    # "auto": MQTT 5, or 3.1.1 when the broker refuses 5 (logged as mqtt_protocol_fallback)
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 30
     publish_timeout: Seconds = 5.0
     # Milliseconds detections may wait to be written together: fewer wake-ups (less supervisor

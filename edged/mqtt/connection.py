@@ -16,11 +16,11 @@ import random
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import aiomqtt
 
 from edged.config.model import MqttConfig, NodeConfig, TlsConfig
+from edged.config.validate import CREDENTIALS_IN_URL
+from edged.mqtt.client import ConnectFailed, ConnectionLost
+from edged.urls import redact_url, split
 
 DEFAULT_PORT = {"mqtt": 1883, "mqtts": 8883}
 
@@ -37,13 +37,22 @@ class Address:
 
 
 def parse_url(url: str) -> Address:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORT or not parts.hostname:
+    """`mqtt://host[:port]` or `mqtts://host[:port]`. Credentials in the URL are refused (config
+    validation says so first, with the key path): the password belongs in a file or a systemd
+    credential, never in config.toml, health or a log line."""
+    try:
+        parts = split(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    scheme = parts.scheme.lower() if parts else ""
+    if parts is None or scheme not in DEFAULT_PORT or not parts.hostname:
         raise SettingsError(
-            f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {url}"
+            f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {redact_url(url)}"
         )
-    return Address(parts.hostname, parts.port or DEFAULT_PORT[scheme], scheme == "mqtts")
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError(CREDENTIALS_IN_URL)
+    return Address(parts.hostname, port or DEFAULT_PORT[scheme], scheme == "mqtts")
 
 
 def client_id(mqtt: MqttConfig, node: NodeConfig) -> str:
@@ -93,24 +102,22 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 def describe(exc: BaseException) -> str:
     """A sentence an operator can act on, for logs and health. Never contains the password."""
     text = str(exc)
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        # aiomqtt chains the reason of a lost connection ("Disconnected during message iteration"
-        # is the symptom; the cause says e.g. "The connection was lost").
-        text = f"{text}: {cause}"
     if isinstance(exc, SettingsError):
         return text
-    if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
-        code = getattr(exc.rc, "value", exc.rc)
-        # v5 reason codes 134/135, v3.1.1 return codes 4/5
-        if code in (134, 135, 4, 5):
+    if isinstance(exc, ConnectFailed) and exc.reason is not None:
+        # paho reports 3.1.1 return codes 4/5 as the MQTT 5 reason codes 134/135.
+        if exc.reason in (134, 135):
             return f"broker refused the credentials ({text}): check mqtt.username and the password"
+        if exc.unsupported_protocol:
+            return f"broker refused the MQTT version ({text}): try mqtt.protocol = \"auto\""
         return f"broker refused the connection ({text})"
     lowered = text.lower()
     if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
         return f"TLS handshake failed ({text}): check mqtt.tls.ca_file, cert_file, key_file"
     if "timed out" in lowered:
         return f"no answer from the broker ({text})"
+    if isinstance(exc, ConnectFailed | ConnectionLost):
+        return text  # already in words (the network's own error included)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

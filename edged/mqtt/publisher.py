@@ -21,17 +21,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edged.config.model import HomeAssistantConfig, MqttConfig, NodeConfig, StreamConfig
 from edged.mqtt import discovery
+from edged.mqtt.client import REFUSED, ConnectFailed, Connection, ConnectionLost, Settings
 from edged.mqtt.connection import (
     Backoff,
     client_id,
@@ -45,6 +45,7 @@ from edged.mqtt.payloads import encode_detections, encode_json, encode_state
 from edged.mqtt.sender import WINDOW, DurableSender
 from edged.mqtt.topics import OFFLINE, ONLINE, Topics, check_suffix
 from edged.protocol import Result, detection_labels
+from edged.urls import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,23 @@ log = structlog.get_logger(__name__)
 STATE_BATCH = 32
 # The v5 session outlives a short disconnect, so the broker keeps our subscription.
 SESSION_EXPIRY_S = 3600
+
+
+class PublisherState(enum.Enum):
+    """Where the publisher's connection task is; `Publisher.state`, health's `mqtt.state`."""
+
+    IDLE = "idle"  # run() not started yet
+    CONNECTING = "connecting"  # an attempt under way (TCP, TLS, CONNECT, waiting for CONNACK)
+    CONNECTED = "connected"  # accepted; the outbox and retained state are being sent
+    BACKOFF = "backoff"  # the last attempt failed or the connection was lost: waiting to retry
+    STOPPED = "stopped"  # run() has returned (after stop())
+
+
+class _Wake(enum.Enum):
+    """Why the session was asked to end."""
+
+    RECONFIGURE = "reconfigure"  # reconnect at once with new settings
+    STOP = "stop"  # say `offline`, disconnect, return
 
 
 class _Stop(Exception):
@@ -86,13 +104,14 @@ class Publisher:
         self._labels_of: dict[str, tuple[str, ...]] = {}
         self._counts: dict[str, dict[str, int]] = {}  # stream -> label -> last published count
 
-        self._connected = False
-        self._running = False
-        self._stopping = False
-        self._closed = False
-        self._reconnect_now = False
+        self._state = PublisherState.IDLE
+        self._connected_event = asyncio.Event()  # set exactly while CONNECTED
+        self._wake_reason: _Wake | None = None
         self._wake = asyncio.Event()  # stop() or reconfigure() wants the session to end
         self._finished = asyncio.Event()
+        # mqtt.protocol = "auto": the version this broker accepted (None: not known yet, try 5).
+        self._auto_protocol: str | None = None
+        self._protocol_in_use = ""
         self._task: asyncio.Task[None] | None = None
         self._old_availability = ""  # after a node/prefix rename: mark the old tree offline
         self._connects = 0
@@ -102,11 +121,19 @@ class Publisher:
     # --- called by the supervisor ------------------------------------------------------------
 
     @property
+    def state(self) -> PublisherState:
+        return self._state
+
+    @property
     def connected(self) -> bool:
-        return self._connected
+        return self._state is PublisherState.CONNECTED
+
+    async def wait_connected(self) -> None:
+        """Return once the publisher is connected (at once if it is)."""
+        await self._connected_event.wait()
 
     def alive(self) -> bool:
-        return self._running and self._task is not None and not self._task.done()
+        return self._task is not None and not self._task.done()
 
     def publish_detections(self, stream: str, result: Result) -> None:
         try:
@@ -148,51 +175,49 @@ class Publisher:
             self._old_availability = old.availability
             self._counts.clear()
         self._rebuild_ha()
-        log.info("mqtt_reconfigure", url=mqtt.url, base=self._topics.base)
-        self._reconnect_now = True
+        log.info("mqtt_reconfigure", url=redact_url(mqtt.url), base=self._topics.base)
+        self._auto_protocol = None
+        if self._wake_reason is not _Wake.STOP:
+            self._wake_reason = _Wake.RECONFIGURE
         self._wake.set()
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        self._running = True
         backoff = Backoff()
         try:
-            while not self._stopping:
+            while not self._stop_requested():
+                self._enter(PublisherState.CONNECTING)
                 try:
                     await self._connect_once(backoff)
                 except _Stop:
-                    pass
-                except Exception as exc:  # aiomqtt, TLS, settings, anything: never crash
-                    self._note_failure(exc, lost=self._connected)
+                    log.info("mqtt_disconnected", reason="requested")
+                except Exception as exc:  # network, TLS, settings, anything: never crash
+                    self._note_failure(exc, lost=self._state is PublisherState.CONNECTED)
                 finally:
-                    if self._connected:
-                        log.info("mqtt_disconnected", reason="requested")
-                    self._connected = False
+                    self._enter(PublisherState.BACKOFF)
                     self._outbox.set_offline()
-                if self._stopping:
+                if self._stop_requested():
                     break
-                if self._reconnect_now:
-                    self._reconnect_now = False
+                if self._wake_reason is _Wake.RECONFIGURE:
                     backoff.reset()
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff.delay())
         finally:
-            self._running = False
+            self._enter(PublisherState.STOPPED)
             self._finished.set()
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
-        if self._closed:
+        if self._wake_reason is _Wake.STOP:
             return
-        self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + flush_timeout
         if self.alive():
             # Flush while still connected: what is acknowledged now need not wait for a restart.
             # Polling is fine here: it happens once, at shutdown, bounded by the deadline.
-            while self._connected and not self._flushed() and loop.time() < deadline:  # noqa: ASYNC110
+            while self.connected and not self._flushed() and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-            self._stopping = True
+            self._wake_reason = _Wake.STOP
             self._wake.set()
             try:
                 # Time for `offline` and DISCONNECT (each bounded by the publish timeout).
@@ -203,15 +228,17 @@ class Publisher:
                     self._task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._task
-        self._stopping = True
+        self._wake_reason = _Wake.STOP
         await self._outbox.close()
         log.info("mqtt_stopped", unsent=self._outbox.depth, published=self._outbox.acked)
 
     def stats(self) -> dict[str, Any]:
         disk = self._outbox.disk
         return {
-            "connected": self._connected,
-            "broker": self._mqtt.url,
+            "connected": self.connected,
+            "state": self._state.value,
+            "protocol": self._protocol_in_use,
+            "broker": redact_url(self._mqtt.url),
             "connects": self._connects,
             "reconnects": max(self._connects - 1, 0),
             "connect_failures": self._failures,
@@ -230,68 +257,89 @@ class Publisher:
     # --- connection --------------------------------------------------------------------------
 
     async def _connect_once(self, backoff: Backoff) -> None:
-        self._wake.clear()
-        self._reconnect_now = False
+        if self._wake_reason is _Wake.RECONFIGURE:
+            self._wake_reason = None
+        if self._wake_reason is None:
+            self._wake.clear()
         mqtt, topics = self._mqtt, self._topics
         addr = parse_url(mqtt.url)
         password = await asyncio.to_thread(read_password, mqtt)
         ctx = await asyncio.to_thread(tls_context, mqtt.tls) if addr.tls else None
-        v5 = mqtt.protocol == "5"
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-        # A fresh client per connection: paho's own resend state starts empty, so the outbox is
-        # the one place that decides what is sent again.
-        client = aiomqtt.Client(
-            addr.host,
-            addr.port,
-            identifier=client_id(mqtt, self._node),
+        protocol = (self._auto_protocol or "5") if mqtt.protocol == "auto" else mqtt.protocol
+        settings = Settings(
+            host=addr.host,
+            port=addr.port,
+            client_id=client_id(mqtt, self._node),
+            v5=protocol == "5",
+            keepalive=mqtt.keepalive,
+            will_topic=topics.availability,
+            will_payload=OFFLINE.encode(),
             username=mqtt.username or None,
             password=password,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else True,
-            properties=props,
-            keepalive=mqtt.keepalive,
-            timeout=max(mqtt.publish_timeout, 5.0),
-            will=aiomqtt.Will(topics.availability, OFFLINE, qos=1, retain=True),
-            tls_context=ctx,
-            max_inflight_messages=WINDOW,
+            tls=ctx,
+            session_expiry_s=SESSION_EXPIRY_S,
+            connect_timeout=max(mqtt.publish_timeout, 5.0),
+            max_inflight=WINDOW + STATE_BATCH + 8,
         )
-        # aiomqtt warns past 10 pending publishes; a full window is normal here.
-        client.pending_calls_threshold = WINDOW + STATE_BATCH + 8
-        async with client:
-            self._connected = True
+        conn = await self._open(settings, mqtt)
+        try:
+            self._protocol_in_use = "5" if conn.v5 else "3.1.1"
+            self._enter(PublisherState.CONNECTED)
             self._connects += 1
             backoff.reset()
             log.info(
                 "mqtt_connected",
                 broker=f"{addr.host}:{addr.port}",
                 tls=addr.tls,
-                client_id=client_id(mqtt, self._node),
+                protocol=self._protocol_in_use,
+                client_id=settings.client_id,
                 after_failures=self._failures,
                 outbox=self._outbox.depth,
             )
             self._last_error = ""
-            await self._session(client, mqtt, topics)
+            await self._session(conn, mqtt, topics)
+        finally:
+            conn.abort("session over")
 
-    async def _session(self, client: aiomqtt.Client, mqtt: MqttConfig, topics: Topics) -> None:
+    async def _open(self, settings: Settings, mqtt: MqttConfig) -> Connection:
+        """Connect; with `protocol = "auto"` fall back to 3.1.1 when the broker refuses MQTT 5."""
+        conn = Connection(settings, self._on_message)
+        try:
+            await conn.open()
+            return conn
+        except ConnectFailed as exc:
+            if not (mqtt.protocol == "auto" and settings.v5 and exc.unsupported_protocol):
+                raise
+            log.warning(
+                "mqtt_protocol_fallback",
+                broker=f"{settings.host}:{settings.port}",
+                refused="5",
+                reason=str(exc),
+                using="3.1.1",
+                hint='set mqtt.protocol = "3.1.1" to skip the MQTT 5 attempt',
+            )
+        self._auto_protocol = "3.1.1"
+        conn = Connection(replace(settings, v5=False), self._on_message)
+        await conn.open()
+        return conn
+
+    async def _session(self, conn: Connection, mqtt: MqttConfig, topics: Topics) -> None:
         timeout = mqtt.publish_timeout
         if self._old_availability:
-            await client.publish(self._old_availability, OFFLINE, 1, True, timeout=timeout)
+            await self._publish_state(conn, self._old_availability, OFFLINE.encode(), timeout)
             self._old_availability = ""
-        await client.publish(topics.availability, ONLINE, 1, True, timeout=timeout)
+        await self._publish_state(conn, topics.availability, ONLINE.encode(), timeout)
         if self._ha.enabled:
-            await client.subscribe(topics.ha_status, qos=1, timeout=timeout)
+            await conn.subscribe(topics.ha_status, timeout)
         # Retained state and discovery go out again on every connect.
         self._mark_all_dirty()
         self._outbox.set_online()
-        sender = DurableSender(client, self._outbox, timeout, mqtt.linger_ms / 1000.0)
+        sender = DurableSender(conn, self._outbox, timeout, mqtt.linger_ms / 1000.0)
         tasks = [
-            asyncio.create_task(self._read(client, topics), name="mqtt-read"),
+            asyncio.create_task(self._until_closed(conn), name="mqtt-closed"),
             asyncio.create_task(sender.send(), name="mqtt-send"),
             asyncio.create_task(sender.watch(), name="mqtt-watch"),
-            asyncio.create_task(self._send_states(client, topics, timeout), name="mqtt-state"),
+            asyncio.create_task(self._send_states(conn, topics, timeout), name="mqtt-state"),
             asyncio.create_task(self._wake.wait(), name="mqtt-wake"),
         ]
         try:
@@ -306,22 +354,34 @@ class Publisher:
                 raise exc
         # Woken on purpose: say goodbye properly before DISCONNECT (a clean disconnect sends no
         # will, so `offline` must be published by us).
-        if self._stopping:
-            await client.publish(topics.availability, OFFLINE, 1, True, timeout=timeout)
+        if self._wake_reason is _Wake.STOP:
+            await self._publish_state(conn, topics.availability, OFFLINE.encode(), timeout)
+        await conn.close(timeout)
         raise _Stop
 
-    async def _read(self, client: aiomqtt.Client, topics: Topics) -> None:
-        # Always iterate: it is how a publish-only client notices a dead connection promptly.
-        async for message in client.messages:
-            if message.topic.value == topics.ha_status and message.payload == b"online":
-                log.info("mqtt_homeassistant_online")
-                for topic in self._discovery:
-                    self._mark_dirty(topic)
-                for suffix in self._states:
-                    if "/count/" in suffix:
-                        self._mark_dirty(topics.state(suffix))
+    @staticmethod
+    async def _until_closed(conn: Connection) -> None:
+        # shield: cancelling this task must not cancel the connection's own future.
+        raise ConnectionLost(await asyncio.shield(conn.closed))
 
-    async def _send_states(self, client: aiomqtt.Client, topics: Topics, timeout: float) -> None:
+    @staticmethod
+    async def _publish_state(conn: Connection, topic: str, payload: bytes, timeout: float) -> None:
+        reason = await conn.publish_acked(topic, payload, True, timeout)
+        if reason >= REFUSED:
+            log.error("mqtt_publish_rejected", topic=topic, reason=reason, retained=True)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Runs inside the connection's read callback: marks things dirty, publishes nothing."""
+        topics = self._topics
+        if topic == topics.ha_status and payload == b"online":
+            log.info("mqtt_homeassistant_online")
+            for t in self._discovery:
+                self._mark_dirty(t)
+            for suffix in self._states:
+                if "/count/" in suffix:
+                    self._mark_dirty(topics.state(suffix))
+
+    async def _send_states(self, conn: Connection, topics: Topics, timeout: float) -> None:
         while True:
             await self._state_event.wait()
             self._state_event.clear()
@@ -333,7 +393,7 @@ class Publisher:
                     if payload is not None:
                         batch.append((topic, payload))
                 await asyncio.gather(
-                    *(client.publish(t, p, 1, True, timeout=timeout) for t, p in batch)
+                    *(self._publish_state(conn, t, p, timeout) for t, p in batch)
                 )
                 for topic, payload in batch:
                     if not payload:
@@ -433,11 +493,20 @@ class Publisher:
         except Exception:
             log.exception("mqtt_echo_failed")
 
+    def _stop_requested(self) -> bool:
+        return self._wake_reason is _Wake.STOP
+
+    def _enter(self, state: PublisherState) -> None:
+        self._state = state
+        if state is PublisherState.CONNECTED:
+            self._connected_event.set()
+        else:
+            self._connected_event.clear()
+
     def _note_failure(self, exc: BaseException, *, lost: bool) -> None:
         msg = describe(exc)
         if lost:
             # The connection was up: always worth one warning, whatever the previous error was.
-            self._connected = False
             log.warning("mqtt_connection_lost", error=msg, outbox=self._outbox.depth)
             self._last_error = msg
             return

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import paho.mqtt.client as paho
+import pytest
+
 from edged.mqtt import Publisher
 from tests.mqtt.support import configs, persistent_broker, result, running, subscribed, until
 from tests.support.broker import Broker
+from tests.support.mqtt import Subscriber
+from tests.support.nats import NatsBroker
 
 
 def test_detections_state_and_availability(broker: Broker, tmp_path: Path) -> None:
@@ -151,3 +156,39 @@ def test_stop_without_broker_keeps_the_outbox(tmp_path: Path) -> None:
         await again.stop()
 
     asyncio.run(main())
+
+
+def test_auto_protocol_falls_back_to_311_on_a_broker_without_mqtt5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nats-server's MQTT listener speaks 3.1.1 only and refuses an MQTT 5 CONNECT."""
+    nats = NatsBroker(tmp_path)
+    nats.start()
+    sub = Subscriber(nats.port, ("edged/#",), protocol=paho.MQTTv311)
+
+    async def main() -> None:
+        strict = Publisher(*configs(nats.url, protocol="5"), tmp_path / "strict")
+        async with running(strict):
+            await until(lambda: strict.stats()["connect_failures"] >= 1, 20, "a refusal")
+            assert "MQTT version" in strict.stats()["last_error"], strict.stats()
+            assert not strict.connected
+        # The default, protocol = "auto": MQTT 5 refused, 3.1.1 used, and the log says so.
+        async with running(Publisher(*configs(nats.url), tmp_path / "state")) as pub:
+            await asyncio.wait_for(pub.wait_connected(), 20)
+            assert pub.stats()["protocol"] == "3.1.1"
+            for i in range(20):
+                pub.publish_detections("cam1", result("cam1", i))
+            await until(lambda: pub.stats()["published"] == 20, 20, "20 acknowledged")
+
+    try:
+        asyncio.run(main())
+        messages = sub.wait_for(
+            lambda ms: sum(m.topic.endswith("/detections") for m in ms) == 20, 20, "20 received"
+        )
+        frames = [m.json()["frame"] for m in messages if m.topic.endswith("/detections")]
+        assert frames == list(range(20))
+    finally:
+        sub.close()
+        nats.stop()
+    out = capsys.readouterr()
+    assert "mqtt_protocol_fallback" in out.out + out.err

@@ -25,12 +25,14 @@ class Message:
 
 
 class Subscriber:
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+    def __init__(
+        self, port: int, topics: tuple[str, ...] = ("#",), protocol: int = paho.MQTTv5
+    ) -> None:
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._topics = topics
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *a: self._subscribed.set()
