@@ -14,7 +14,7 @@ nothing but the environment and the stderr file descriptor). The mode is chosen 
 Log calls on a filtered level cost a no-op method call: the bound logger class comes from
 `structlog.make_filtering_bound_logger`, so nothing is formatted below the level. Library code
 that logs through the standard `logging` module (asyncio's "Task exception was never retrieved",
-aiomqtt, paho) is routed into the same chain, so nothing leaves the process in a different shape.
+paho) is routed into the same chain, so nothing leaves the process in a different shape.
 If a renderer fails, structlog's exception propagates to the caller of the log method; the
 renderers here do not raise for I/O problems (the journal sender falls back to stderr).
 """

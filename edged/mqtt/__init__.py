@@ -1,7 +1,7 @@
 """MQTT delivery for the supervisor: `Publisher` (outbox, reconnect, TLS, Home Assistant discovery).
 
-Runs in the supervisor process only; workers never import it. aiomqtt 2.x is used only inside this
-package, so moving to aiomqtt 3 touches this package alone.
+Runs in the supervisor process only; workers never import it. paho-mqtt 2.x is used only inside this
+package (its public API, in `client.py`), so a paho upgrade touches this package alone.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["Publisher"]
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `edged.mqtt.topics` or `payloads` (pure functions) can be imported without
-    # aiomqtt and the whole publisher.
+    # paho and the whole publisher.
     if name == "Publisher":
         from edged.mqtt.publisher import Publisher
 

@@ -197,10 +197,8 @@ class Supervisor:
             self._state_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), 10.0)
-        deadline = time.monotonic() + MQTT_READY_GRACE_S
-        # The publisher has no "connected" event to await; this runs once, at start-up.
-        while not self._publisher.connected and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._publisher.wait_connected(), MQTT_READY_GRACE_S)
         self._ready.set()
         self._notifier.ready(self._update_status())
         log.info("edged ready", status=self._status)
