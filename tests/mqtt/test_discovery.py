@@ -41,6 +41,10 @@ def test_discovery_retained_republished_and_removed(broker: Broker, tmp_path: Pa
         pub.set_streams([CAM], LABELS)
         task = asyncio.create_task(pub.run())
         await until(lambda: pub.connected, 10, "connected")
+        # Connected comes before the first publish: wait until the configs are out (live or
+        # retained, whichever this subscriber happened to be in time for).
+        async with subscribed(broker.port) as early:
+            await early.wait_for(lambda m: set(configs_seen(m)) == CONFIGS, 10, "configs out")
 
         # A subscriber that comes later still gets every config: they are retained.
         async with subscribed(broker.port) as sub:
