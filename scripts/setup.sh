@@ -24,6 +24,13 @@ if [ "$dev" = 1 ]; then
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     # an MQTT 3.1.1-only broker for the protocol = "auto" fallback test
     [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || missing+=(nats-server)
+    # The tests' RTSP server (tests/support/gst_rtsp_server.py): GStreamer's gst-rtsp-server for
+    # the system python3; plugins-good demuxes and payloads, plugins-bad parses H.264/H.265.
+    for package in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good \
+        gstreamer1.0-plugins-bad; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+            || missing+=("$package")
+    done
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt_install "${missing[@]}"

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Broker
+from tests.support.rtsp import RTSP_PASSWORD, RTSP_USER, Mount, RtspServer
+from tests.support.rtsp_media import H264_720, H265_720
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,3 +44,22 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def rtsp_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the RTSP server's videos are made, once per session (tests/support/rtsp_media.py)."""
+    return tmp_path_factory.mktemp("rtsp-media")
+
+
+@pytest.fixture
+def rtsp_server(assets: Path, rtsp_cache: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    """A real RTSP server (gst-rtsp-server) on a free port: H.264 on /h264, H.265 on /h265, and
+    H.264 behind Basic auth (RTSP_USER / RTSP_PASSWORD) on /secure; stopped after the test."""
+    mounts = [
+        Mount("/h264", H264_720),
+        Mount("/h265", H265_720),
+        Mount("/secure", H264_720, user=RTSP_USER, password=RTSP_PASSWORD),
+    ]
+    with RtspServer(mounts, assets / "media", rtsp_cache, tmp_path / "rtsp-server.log") as server:
+        yield server
