@@ -82,3 +82,44 @@ def test_take_on_an_empty_board_returns_none_after_its_timeout() -> None:
     started = time.monotonic()
     assert board.take(0.05) is None
     assert time.monotonic() - started >= 0.04
+
+
+def test_a_take_frees_only_the_stream_whose_frame_it_took() -> None:
+    board = FrameBoard()
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        board.offer(packet(name, 1), wait=True)
+    offered = {name: threading.Event() for name in names}
+
+    def decoder(name: str) -> None:
+        board.offer(packet(name, 2), wait=True)  # blocks: its slot is full
+        offered[name].set()
+
+    threads = [threading.Thread(target=decoder, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    first = board.take(1.0)
+    assert first is not None and first.source.name == "a"  # the oldest offer
+    assert offered["a"].wait(2.0)
+    assert not any(offered[n].wait(0.05) for n in names[1:])  # the others still wait
+    for _ in names[1:]:
+        assert board.take(1.0) is not None
+    assert all(offered[n].wait(2.0) for n in names)
+    for thread in threads:
+        thread.join()
+
+
+def test_an_offer_wakes_an_idle_inference_loop() -> None:
+    board = FrameBoard()
+    got: list[FramePacket | None] = []
+    loops = [threading.Thread(target=lambda: got.append(board.take(5.0))) for _ in range(2)]
+    for loop in loops:
+        loop.start()
+    time.sleep(0.05)  # both loops wait on the empty board (a wait, not a condition to poll)
+    started = time.monotonic()
+    board.offer(packet("a", 1), wait=False)
+    board.offer(packet("b", 1), wait=False)
+    for loop in loops:
+        loop.join(5.0)
+    assert time.monotonic() - started < 2.0  # woken by the offers, not by their timeouts
+    assert sorted(p.source.name for p in got if p) == ["a", "b"]
