@@ -6,6 +6,7 @@ Frames never travel here: a result is a few hundred bytes (boxes, labels, scores
 
 from __future__ import annotations
 
+import enum
 import struct
 from collections.abc import Sequence
 from typing import Literal
@@ -127,10 +128,36 @@ class Heartbeat(_Msg, frozen=True):
     progress: int
 
 
+class StreamReason(enum.StrEnum):
+    """Why a stream is not online, as a word a program can match; `StreamState.detail` and the
+    log say it in words (with the source's URL redacted)."""
+
+    NONE = ""
+    UNAUTHORIZED = "unauthorized"  # 401: user or password missing or wrong
+    FORBIDDEN = "forbidden"  # 403, or a file the worker may not read
+    NOT_FOUND = "not_found"  # 404, no such path on the camera, no such file or device
+    CONNECTION_REFUSED = "connection_refused"  # nothing listens on that host and port
+    UNREACHABLE = "unreachable"  # unknown host name, no route to the host
+    NO_ANSWER = "no_answer"  # connected (or not) but no stream description within open_timeout
+    NO_VIDEO = "no_video_track"  # the source has no video stream
+    UNSUPPORTED_CODEC = "unsupported_codec"  # the backend has no decoder for the video codec
+    INVALID_DATA = "invalid_data"  # not a stream or file the demuxer understands
+    STALLED = "stalled"  # no frame for stall_timeout (a frozen camera)
+    DISCONNECTED = "disconnected"  # the source closed or reset the connection
+    END_OF_FILE = "end_of_file"
+    ERROR = "error"  # anything else: the detail says what
+    WORKER_RESTARTING = "worker_restarting"
+    WORKER_FAILED = "worker_failed"
+    EDGED_STOPPED = "edged_stopped"
+    REMOVED = "removed"  # the stream is no longer in the config
+
+
 class StreamState(_Msg, frozen=True):
     stream: str
     status: Literal["starting", "online", "offline", "ended"]
-    reason: str = ""
+    reason: StreamReason = StreamReason.NONE
+    # The reason in words a person can act on (URLs redacted); empty when online.
+    detail: str = ""
 
 
 class StreamCounters(msgspec.Struct, array_like=True, frozen=True):
@@ -138,8 +165,12 @@ class StreamCounters(msgspec.Struct, array_like=True, frozen=True):
     frames_in: int
     frames_processed: int
     frames_dropped: int
+    # frames the decoder could not decode (the stream went on)
     decode_errors: int
+    # times the source was reopened after a failure
     reconnects: int
+    # times a playing live source was lost (closed, reset, stalled)
+    disconnects: int = 0
 
 
 class Metrics(_Msg, frozen=True):

@@ -23,6 +23,7 @@ from edged.protocol import (
     StartStream,
     StopStream,
     StreamCounters,
+    StreamReason,
     StreamState,
     UpdateStream,
     decode_detections,
@@ -42,7 +43,7 @@ UP = [
         detections_json([Detection("person", 0, 0.9, (1.0, 2.0, 3.0, 4.0))]),
     ),
     Heartbeat(42),
-    StreamState("cam", "offline", "cannot open source"),
+    StreamState("cam", "offline", StreamReason.UNAUTHORIZED, "HTTP 401; retrying in 2 s"),
     Metrics((StreamCounters("cam", 10, 9, 1, 0, 2),), (9.1, 9.3)),
     Error("model is not an ONNX file", fatal=True),
 ]

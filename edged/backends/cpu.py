@@ -1,4 +1,4 @@
-"""The CPU backend: ONNX Runtime on the CPU execution provider. Runs in a worker process.
+"""The CPU backend: PyAV decode and host letterbox, ONNX Runtime on the CPU. Runs in a worker.
 
 Each inference loop calls `infer` from its own thread; ONNX Runtime sessions are thread-safe and
 release the GIL while they run. One intra-op thread per call: on a small box parallelism comes
@@ -15,12 +15,17 @@ comes after the import's write. An operator may still opt in by setting the vari
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import av
 import numpy as np
 
-from edged.backends.base import BackendError
-from edged.config.model import WorkerConfig
+from edged.backends.base import BackendError, ModelInput
+from edged.backends.host_media import HostMediaPath
+from edged.config.auto import decoder_threads
+from edged.config.model import StreamConfig, WorkerConfig
+from edged.detect.letterbox import PAD_VALUE
 
 
 class CpuBackend:
@@ -63,9 +68,20 @@ class CpuBackend:
         self._input = inputs[0].name
         self.providers = tuple(session.get_providers())
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        output: np.ndarray = self._session.run(None, {self._input: tensor})[0]
-        return output
+    def warm_up(self) -> None:
+        width, height = self._worker.input_size
+        blank = np.full((1, 3, height, width), PAD_VALUE, np.float32)
+        self.infer([ModelInput(blank, 1.0, width, height)])
+
+    def media_path(
+        self, stream: av.video.stream.VideoStream, config: StreamConfig
+    ) -> HostMediaPath:
+        return HostMediaPath(stream, self._worker.input_size, decoder_threads(config))
+
+    def infer(self, inputs: Sequence[ModelInput]) -> list[np.ndarray]:
+        # One run per input: the shipped model has a fixed batch of 1.
+        session, name = self._session, self._input
+        return [session.run(None, {name: item.data})[0] for item in inputs]
 
     def close(self) -> None:
         self._session = None

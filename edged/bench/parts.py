@@ -1,9 +1,11 @@
 """The cost of each part of the work, measured one part at a time, and the limit they imply.
 
 Runs in the bench process (a short-lived command), before the daemon run, while the bench is the
-only thing of ours using the CPU. Every part goes through the same code the worker runs: decoding
-through `edged.worker.sources.open_capture` (grab + retrieve into a reused buffer, every frame),
-letterbox and inference through `Detector` and the configured backend. Costs are CPU time of the
+only thing of ours using the CPU. Every part goes through the same code the worker runs: demuxing
+through `edged.worker.sources.open_container` and decoding through the CPU backend's media path
+(every frame, as a source decodes), letterbox through its `HostPreprocess` (the Y/U/V planes
+resized, colour converted on the small image), inference through the configured backend and box
+decoding through `Detector`. Costs are CPU time of the
 whole process (FFmpeg's and ONNX Runtime's own threads included) per frame. A crash here (a file
 that does not decode, a model that does not load) ends the bench with the reason; nothing is left
 running.
@@ -14,14 +16,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import av
 import cv2
 import numpy as np
 
 from edged.backends import make_backend
+from edged.backends.host_media import HostMediaPath, HostPreprocess
 from edged.config import auto
-from edged.config.model import WorkerConfig
+from edged.config.model import StreamConfig, WorkerConfig
 from edged.worker.detector import Detector
-from edged.worker.sources import open_capture
+from edged.worker.sources import frame_rate, open_container
 
 # A decoder's first frames include opening the file and filling its reference frames.
 DECODE_SKIP = 5
@@ -56,40 +60,44 @@ def cores() -> int:
 
 def measure_decode(
     video: str, frames: int, decoder_threads: int = 0
-) -> tuple[DecodeCost, list[np.ndarray]]:
+) -> tuple[DecodeCost, list[av.VideoFrame]]:
     """Decode `frames` frames (looping the file as the source does); also return a few frames."""
-    cap = open_capture(video, decoder_threads)
-    if not cap.isOpened():
-        raise RuntimeError(f"cannot open {video}")
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if 1.0 <= fps <= 240.0 else 25.0  # the source's own fallback
-    samples: list[np.ndarray] = []
-    buffer: np.ndarray | None = None
+    config = StreamConfig(
+        name="bench", source=video, worker="bench", decoder_threads=decoder_threads
+    )
+    samples: list[av.VideoFrame] = []
+    last: av.VideoFrame | None = None
     decoded = 0
     cpu = wall = 0.0
-    try:
-        while decoded < frames + DECODE_SKIP:
-            c0, w0 = time.process_time(), time.perf_counter()
-            ok = cap.grab()
-            if ok:
-                ok, buffer = cap.retrieve(buffer)
-            if not ok:
-                if decoded == 0:
-                    raise RuntimeError(f"no frames in {video}")
-                cap.release()
-                cap = open_capture(video, decoder_threads)
-                continue
-            if decoded >= DECODE_SKIP:
-                cpu += time.process_time() - c0
-                wall += time.perf_counter() - w0
-            decoded += 1
-            if decoded % 37 == 0 and len(samples) < 8:
-                assert buffer is not None
-                samples.append(buffer.copy())
-    finally:
-        cap.release()
-    if not samples and buffer is not None:
-        samples.append(buffer.copy())
+    fps = 25.0
+    while decoded < frames + DECODE_SKIP:
+        container = open_container(config)
+        try:
+            stream = container.streams.video[0]
+            fps = frame_rate(stream)
+            path = HostMediaPath(stream, (416, 416), decoder_threads)
+            packets = container.demux(stream)
+            before = decoded
+            while decoded < frames + DECODE_SKIP:
+                c0, w0 = time.process_time(), time.perf_counter()
+                packet = next(packets, None)
+                if packet is None:
+                    break
+                got = path.decode(packet)
+                if decoded >= DECODE_SKIP:
+                    cpu += time.process_time() - c0
+                    wall += time.perf_counter() - w0
+                for frame in got:
+                    decoded += 1
+                    last = frame
+                    if decoded % 37 == 0 and len(samples) < 8:
+                        samples.append(frame)
+            if decoded == before:
+                raise RuntimeError(f"no frames in {video}")
+        finally:
+            container.close()
+    if not samples and last is not None:
+        samples.append(last)
     return DecodeCost(video, fps, cpu * 1000 / frames, wall * 1000 / frames, frames), samples
 
 
@@ -137,27 +145,33 @@ def measure_reference(video: str, frames: int) -> ReferenceCost:
     return ReferenceCost(video, REFERENCE_NAME, cpu * 1000 / frames, frames)
 
 
-def measure_infer(worker: WorkerConfig, images: list[np.ndarray], frames: int) -> InferCost:
+def measure_infer(worker: WorkerConfig, images: list[av.VideoFrame], frames: int) -> InferCost:
     """Letterbox + infer + decode boxes on decoded frames, each part timed on its own."""
     backend = make_backend(worker)
     backend.load()
     detector = Detector(worker)
+    preprocess = HostPreprocess(worker.input_size)
     try:
         for image in images[:2]:  # first runs allocate ONNX Runtime's arena
-            tensor, _ = detector.preprocess(image)
-            backend.infer(tensor)
+            model_input = preprocess.prepare(image)
+            backend.infer([model_input])
+            preprocess.release(model_input)
         pre = infer = infer_wall = post = 0.0
         for i in range(frames):
             image = images[i % len(images)]
             c0 = time.process_time()
-            tensor, scale = detector.preprocess(image)
+            model_input = preprocess.prepare(image)
             c1 = time.process_time()
             w1 = time.perf_counter()
-            output = backend.infer(tensor)
+            (output,) = backend.infer([model_input])
             w2 = time.perf_counter()
             c2 = time.process_time()
-            list(detector.postprocess(output, scale, image.shape[1], image.shape[0], 0.4))
+            found = detector.postprocess(
+                output, model_input.scale, model_input.width, model_input.height, 0.4
+            )
+            list(found)
             c3 = time.process_time()
+            preprocess.release(model_input)
             pre += c1 - c0
             infer += c2 - c1
             infer_wall += w2 - w1

@@ -1,8 +1,8 @@
 """What changed between two validated configs, so a reload moves only what changed.
 
 Pure data; runs in the supervisor on SIGHUP. Streams are keyed by name and workers by name; a
-stream whose source or worker changed is reopened (removed and added), one whose thresholds,
-labels or detect_fps changed is updated in place.
+stream whose source, worker, RTSP transport or decoder threads changed is reopened (removed and
+added), one whose thresholds, labels, detect_fps or timeouts changed is updated in place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,20 @@ from dataclasses import dataclass, field
 from edged.config.model import Config, StreamConfig, WorkerConfig
 
 # Fields that a running worker applies without reopening the stream.
-_IN_PLACE = ("detect_fps", "labels", "min_score", "reconnect_delay", "loop", "realtime")
+_IN_PLACE = (
+    "detect_fps",
+    "labels",
+    "min_score",
+    "reconnect_delay",
+    "loop",
+    "realtime",
+    # read by the source at its next open or packet
+    "open_timeout",
+    "read_timeout",
+    "stall_timeout",
+)
+# Settings of the opened container or decoder: the stream is reopened.
+_REOPEN = ("source", "worker", "rtsp_transport", "decoder_threads")
 
 
 @dataclass
@@ -74,7 +87,7 @@ def diff_configs(old: Config, new: Config) -> ConfigDiff:
         before = old_streams.get(name)
         if before is None:
             d.streams_added.append(stream)
-        elif (before.source, before.worker) != (stream.source, stream.worker):
+        elif any(getattr(before, f) != getattr(stream, f) for f in _REOPEN):
             d.streams_removed.append(before)
             d.streams_added.append(stream)
         elif any(getattr(before, f) != getattr(stream, f) for f in _IN_PLACE):

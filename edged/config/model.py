@@ -137,6 +137,17 @@ class StreamConfig(Base, frozen=True):
     min_score: Score = 0.4
     # Seconds to wait before reopening a stream that failed, doubled on each failure up to 60 s.
     reconnect_delay: Seconds = 2.0
+    # Seconds to wait for a live source to connect and describe its stream before giving up
+    # ("no_answer"); also bounds a file's open.
+    open_timeout: Seconds = 10.0
+    # Seconds one read of a live source may block (capped at stall_timeout).
+    read_timeout: Seconds = 5.0
+    # A live stream that delivers no decoded frame for this long is reported offline ("stalled")
+    # and reopened; a frozen camera that keeps its socket open is caught this way.
+    stall_timeout: Seconds = 5.0
+    # RTSP only: media over the RTSP TCP connection ("tcp": passes NAT and firewalls, no loss) or
+    # over UDP ("udp": less latency on a clean network, frames are lost with packets).
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
     # FFmpeg decoder threads for this stream; 0 lets FFmpeg pick (one per core). "auto": the
     # cores / the streams on its worker, at least 1 (`edged.config.auto`): streams already decode
     # in parallel, one thread each, so more threads per stream only add hand-off costs.

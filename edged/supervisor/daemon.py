@@ -24,7 +24,7 @@ from edged.config.diff import ConfigDiff, diff_configs
 from edged.config.labels import load_labels
 from edged.logs import configure_logging
 from edged.mqtt.publisher import Publisher
-from edged.protocol import Metrics, Result, StreamState, Up
+from edged.protocol import Metrics, Result, StreamReason, StreamState, Up
 from edged.supervisor.handle import WorkerEvents, WorkerHandle, WorkerState
 from edged.supervisor.health import HealthTracker
 from edged.supervisor.restart import RestartPolicy
@@ -114,7 +114,9 @@ class Supervisor:
         await asyncio.gather(*(h.stop(STOP_GRACE_S) for h in self._handles.values()))
         hurry.cancel()
         for name in self._health.streams:
-            self._publish_stream_status(name, "offline", "edged stopped")
+            self._publish_stream_status(
+                name, "offline", StreamReason.EDGED_STOPPED, "edged stopped"
+            )
         self._publisher.set_state(
             "health", self._health.snapshot(self._handles, self.generation, self._publisher.stats())
         )
@@ -163,7 +165,9 @@ class Supervisor:
         elif isinstance(message, Metrics):
             self._health.on_metrics(handle.config.name, message)
         elif isinstance(message, StreamState) and self._health.on_stream_state(message):
-            self._publish_stream_status(message.stream, message.status, message.reason)
+            self._publish_stream_status(
+                message.stream, message.status, message.reason, message.detail
+            )
             self._update_status()
 
     def _on_worker_state(self, handle: WorkerHandle) -> None:
@@ -171,20 +175,24 @@ class Supervisor:
             self._health.worker_gone(handle.config.name)
             for name, stream in self._health.streams.items():
                 if stream.worker == handle.config.name:
-                    failed = handle.state is WorkerState.FAILED
-                    self._publish_stream_status(
-                        name, "failed" if failed else stream.status,
-                        f"worker {handle.config.name} failed: {handle.last_exit}"
-                        if failed else stream.reason,
-                    )
+                    if handle.state is WorkerState.FAILED:
+                        self._publish_stream_status(
+                            name, "failed", StreamReason.WORKER_FAILED,
+                            f"worker {handle.config.name} failed: {handle.last_exit}",
+                        )
+                    else:
+                        self._publish_stream_status(
+                            name, stream.status, stream.reason, stream.detail
+                        )
         self._state_changed.set()
         self._update_status()
 
-    def _publish_stream_status(self, stream: str, status: str, reason: str) -> None:
+    def _publish_stream_status(self, stream: str, status: str, reason: str, detail: str) -> None:
         worker = self._health.streams[stream].worker if stream in self._health.streams else ""
         self._publisher.set_state(
-            f"{stream}/status", {"stream": stream, "status": status, "reason": reason,
-                                 "worker": worker}
+            f"{stream}/status",
+            {"stream": stream, "status": status, "reason": str(reason), "detail": detail,
+             "worker": worker},
         )
 
     # --- startup, watchdog, health ------------------------------------------------------------
@@ -314,7 +322,9 @@ class Supervisor:
             if handle is not None:
                 handle.remove_stream(stream.name)
             self._health.forget_stream(stream.name)
-            self._publish_stream_status(stream.name, "removed", "not in the config any more")
+            self._publish_stream_status(
+                stream.name, "removed", StreamReason.REMOVED, "not in the config any more"
+            )
         for name in diff.workers_removed:
             await self._handles.pop(name).stop(STOP_GRACE_S)
         self.config = new  # new workers take their streams from the new config

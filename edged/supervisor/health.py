@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from edged import __version__
-from edged.protocol import Metrics, Result, StreamCounters, StreamState
+from edged.protocol import Metrics, Result, StreamCounters, StreamReason, StreamState
 from edged.supervisor.handle import WorkerHandle
 
 LATENCY_SAMPLES = 2048
@@ -34,7 +34,8 @@ def percentile(values: list[float], q: float) -> float | None:
 class StreamHealth:
     worker: str
     status: str = "starting"
-    reason: str = ""
+    reason: str = ""  # a StreamReason value
+    detail: str = ""  # the reason in words
     # The newest counters from the worker and when they arrived (monotonic); rates are taken
     # between counters' arrival times, not snapshot times: workers report every few seconds,
     # which need not line up with health_interval.
@@ -81,9 +82,10 @@ class HealthTracker:
     def on_stream_state(self, message: StreamState) -> bool:
         """Record a stream's status; True when it changed (worth a retained status message)."""
         stream = self.streams.get(message.stream)
-        if stream is None or (stream.status, stream.reason) == (message.status, message.reason):
+        new = (message.status, message.reason.value, message.detail)
+        if stream is None or (stream.status, stream.reason, stream.detail) == new:
             return False
-        stream.status, stream.reason = message.status, message.reason
+        stream.status, stream.reason, stream.detail = new
         return True
 
     def on_metrics(self, worker: str, message: Metrics) -> None:
@@ -99,7 +101,8 @@ class HealthTracker:
         """Its streams are offline until the replacement reports them."""
         for stream in self.streams.values():
             if stream.worker == name and stream.status == "online":
-                stream.status, stream.reason = "offline", "worker restarting"
+                stream.status = "offline"
+                stream.reason, stream.detail = StreamReason.WORKER_RESTARTING, "worker restarting"
             if stream.worker == name:
                 # The replacement counts from zero: rates start again from its first report.
                 stream.base = stream.counters = None
@@ -131,17 +134,19 @@ class HealthTracker:
             stream.fps_processed = max(0, c.frames_processed - base.frames_processed) / dt
             stream.base, stream.base_at = c, stream.counters_at
         handle = handles.get(stream.worker)
-        status, reason = stream.status, stream.reason
+        status, reason, detail = stream.status, stream.reason, stream.detail
         if handle is not None and handle.state.value == "failed":
-            status, reason = "failed", f"worker {stream.worker} failed: {handle.last_exit}"
+            status, reason = "failed", StreamReason.WORKER_FAILED
+            detail = f"worker {stream.worker} failed: {handle.last_exit}"
         elif handle is not None and handle.state.value == "backoff":
-            status = "offline"
-            reason = f"worker {stream.worker} restarting after: {handle.last_exit}"
+            status, reason = "offline", StreamReason.WORKER_RESTARTING
+            detail = f"worker {stream.worker} restarting after: {handle.last_exit}"
         latency = list(stream.latency_ms)
         stream.latency_ms.clear()
         return {
             "status": status,
-            "reason": reason,
+            "reason": str(reason),
+            "detail": detail,
             "worker": stream.worker,
             "fps_in": round(stream.fps_in, 2),
             "fps_processed": round(stream.fps_processed, 2),
@@ -150,6 +155,7 @@ class HealthTracker:
             "frames_dropped": c.frames_dropped if c else 0,
             "decode_errors": c.decode_errors if c else 0,
             "reconnects": c.reconnects if c else 0,
+            "disconnects": c.disconnects if c else 0,
             "latency_ms": {
                 "p50": percentile(latency, 50),
                 "p95": percentile(latency, 95),

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from edged.backends.base import MediaPath, ModelInput
     from edged.worker.sources import StreamSource
 
 
 @dataclass(slots=True)
 class FramePacket:
     source: StreamSource
+    # The media path that made the model input; it takes the input back once inferred.
+    path: MediaPath[Any]
     index: int
     # wall-clock seconds when the frame left the decoder
     capture_ts: float
-    image: np.ndarray
+    model_input: ModelInput
 
 
 class FrameBoard:

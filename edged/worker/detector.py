@@ -1,7 +1,7 @@
-"""Pre- and post-processing around a backend: letterbox in, labelled boxes out.
+"""Post-processing after a backend: the model's raw output to labelled boxes.
 
-Runs in a worker process. Each inference loop holds its own clone, because the letterbox
-buffers it writes into are reused frame after frame.
+Runs in a worker process, shared by its inference loops (the decoders are pure functions).
+Preprocessing belongs to the backend's media path (edged/backends/base.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 from edged.config.labels import load_labels
 from edged.config.model import WorkerConfig
 from edged.detect.decoders import Decoder, make_decoder
-from edged.detect.letterbox import Letterbox
 
 Box = tuple[float, float, float, float]
 
@@ -25,14 +24,6 @@ class Detector:
         self._decode: Decoder = make_decoder(
             worker.model_format, worker.input_size, len(self.labels)
         )
-        self._letterbox = Letterbox(worker.input_size)
-
-    def clone(self) -> Detector:
-        return Detector(self._worker)
-
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        scale = self._letterbox.fill(image)
-        return self._letterbox.tensor, scale
 
     def postprocess(
         self, output: np.ndarray, scale: float, width: int, height: int, min_score: float

@@ -1,4 +1,4 @@
-"""Inference loops: take a decoded frame, letterbox, infer, decode boxes, send the result up.
+"""Inference loops: take a prepared frame (model input), infer, decode boxes, send the result up.
 
 Runs in a worker process, one thread per configured inference thread. These loops are the work
 the supervisor's heartbeat deadline watches: they send the heartbeats themselves, and only while
@@ -16,7 +16,7 @@ import structlog
 
 from edged.backends.base import Backend
 from edged.protocol import Detection, Heartbeat, Result, detections_json
-from edged.worker.board import FrameBoard
+from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
 
@@ -62,7 +62,7 @@ class InferenceLoop:
         self._index = index
         self._board = board
         self._backend = backend
-        self._detector = detector.clone()  # own letterbox buffers: loops run concurrently
+        self._detector = detector
         self._channel = channel
         self._progress = progress
         self._infer_ms = infer_ms
@@ -80,7 +80,7 @@ class InferenceLoop:
             packet = self._board.take(timeout=0.25)
             if packet is not None:
                 try:
-                    self._process(packet.source, packet.index, packet.capture_ts, packet.image)
+                    self._process(packet)
                 except ChannelClosed:
                     return
                 except Exception:
@@ -90,17 +90,19 @@ class InferenceLoop:
             except ChannelClosed:
                 return
 
-    def _process(self, source, index, capture_ts, image) -> None:  # type: ignore[no-untyped-def]
-        height, width = image.shape[:2]
-        try:
-            tensor, scale = self._detector.preprocess(image)
-        finally:
-            source.release(image)
+    def _process(self, packet: FramePacket) -> None:
+        source, model_input = packet.source, packet.model_input
         started = time.perf_counter()
-        output = self._backend.infer(tensor)
+        try:
+            (output,) = self._backend.infer([model_input])
+        finally:
+            packet.path.release(model_input)
         infer_ms = (time.perf_counter() - started) * 1000.0
         config = source.config
-        found = self._detector.postprocess(output, scale, width, height, config.min_score)
+        width, height = model_input.width, model_input.height
+        found = self._detector.postprocess(
+            output, model_input.scale, width, height, config.min_score
+        )
         wanted = set(config.labels)
         detections = detections_json([
             Detection(label, class_id, round(score, 4), box)
@@ -110,5 +112,8 @@ class InferenceLoop:
         source.count_processed()
         self._infer_ms.append(infer_ms)
         self._channel.send(
-            Result(source.name, index, capture_ts, width, height, round(infer_ms, 2), detections)
+            Result(
+                source.name, packet.index, packet.capture_ts, width, height, round(infer_ms, 2),
+                detections,
+            )
         )

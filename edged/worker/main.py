@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 
-import numpy as np
 import structlog
 
 from edged.backends import BackendError, make_backend
@@ -83,8 +82,7 @@ def _serve(spec, channel: WorkerChannel) -> int:  # type: ignore[no-untyped-def]
         load_ms = (time.perf_counter() - started) * 1000.0
         detector = Detector(worker)
         warm = time.perf_counter()
-        tensor, _ = detector.preprocess(np.full((720, 1280, 3), 114, np.uint8))
-        backend.infer(tensor)
+        backend.warm_up()
         warmup_ms = (time.perf_counter() - warm) * 1000.0
     except (BackendError, OSError, ValueError) as exc:
         log.error("worker cannot start", reason=str(exc))

@@ -14,7 +14,8 @@ import structlog
 from edged.backends.base import Backend
 from edged.config.auto import inference_threads
 from edged.config.model import StreamConfig
-from edged.protocol import Metrics, StreamCounters, StreamState, WorkerSpec
+from edged.protocol import Metrics, StreamCounters, StreamReason, StreamState, WorkerSpec
+from edged.urls import redact_url
 from edged.worker.board import FrameBoard
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
@@ -29,6 +30,7 @@ class WorkerRuntime:
         self, spec: WorkerSpec, backend: Backend, detector: Detector, channel: WorkerChannel
     ) -> None:
         self._spec = spec
+        self._backend = backend
         self._channel = channel
         self._board = FrameBoard()
         self._sources: dict[str, StreamSource] = {}
@@ -55,10 +57,10 @@ class WorkerRuntime:
     def start_stream(self, config: StreamConfig) -> None:
         if config.name in self._sources:
             self.stop_stream(config.name)
-        source = StreamSource(config, self._board, self._send_status)
+        source = StreamSource(config, self._board, self._backend, self._send_status)
         self._sources[config.name] = source
         source.start()
-        log.info("stream started", stream=config.name, source=config.source)
+        log.info("stream started", stream=config.name, source=redact_url(config.source))
 
     def update_stream(self, config: StreamConfig) -> None:
         source = self._sources.get(config.name)
@@ -84,9 +86,9 @@ class WorkerRuntime:
         for loop in self._loops:
             loop.thread.join(2.0)
 
-    def _send_status(self, stream: str, status: str, reason: str) -> None:
+    def _send_status(self, stream: str, status: str, reason: StreamReason, detail: str) -> None:
         with contextlib.suppress(ChannelClosed):
-            self._channel.send(StreamState(stream, status, reason))  # type: ignore[arg-type]
+            self._channel.send(StreamState(stream, status, reason, detail))  # type: ignore[arg-type]
 
     def _report(self) -> None:
         while not self._stop.wait(self._spec.metrics_interval):
@@ -100,6 +102,7 @@ class WorkerRuntime:
                     s.frames_dropped,
                     s.decode_errors,
                     s.reconnects,
+                    s.disconnects,
                 )
                 for s in list(self._sources.values())
             )

@@ -1,28 +1,39 @@
-"""Stream sources: one thread per stream that opens, decodes and paces frames.
+"""Stream sources: one thread per stream that demuxes, paces and hands frames to the detector.
 
-Runs in a worker process. OpenCV's FFmpeg reader releases the GIL while it decodes, so streams
-decode in parallel with inference. Frames are read into a small pool of preallocated buffers that
-rotate between decoder, slot and detector: no per-frame allocation. A source that fails to open or
-stops delivering is reported offline and reopened with doubling backoff (up to 60 s): a broken
-camera never becomes a hot loop, and never takes the worker down.
+Runs in a worker process. Each stream opens its own PyAV (FFmpeg) container with its own open and
+read timeouts; FFmpeg runs with the GIL released and no lock is shared between streams, so a
+camera that hangs while opening or reading delays nobody else. The demuxed video packets go to the
+backend's media path (edged/backends/base.py), which decodes them and prepares the frames the
+detector wants into model inputs. A source that fails is reported offline with a `StreamReason`
+and words (URLs redacted), and reopened with doubling backoff (up to 60 s): a broken camera never
+becomes a hot loop and never takes the worker down. A live stream that delivers no frame for its
+`stall_timeout` is reported `stalled` within it.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
 
-import cv2
-import numpy as np
+import av
 import structlog
 
-from edged.config.auto import decoder_threads
+from edged.backends.base import ModelInput, UnsupportedCodec
 from edged.config.model import StreamConfig
+from edged.protocol import StreamReason
+from edged.urls import redact_url
+from edged.worker import failures
 from edged.worker.board import FrameBoard, FramePacket
+from edged.worker.failures import SourceFailure
+from edged.worker.ffmpeg_log import StreamLog
 from edged.worker.scheduling import batch_scheduling
+
+if TYPE_CHECKING:
+    from edged.backends.base import Backend, MediaPath
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +41,9 @@ MAX_BACKOFF_S = 60.0
 
 _LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "rtmp://")
 
-StatusCallback = Callable[[str, str, str], None]  # stream, status, reason
+
+class StatusCallback(Protocol):
+    def __call__(self, stream: str, status: str, reason: StreamReason, detail: str) -> None: ...
 
 
 def is_live(source: str) -> bool:
@@ -42,14 +55,45 @@ def _phase(name: str) -> float:
     return zlib.crc32(name.encode()) / 2**32
 
 
-def open_capture(source: str, decoder_threads: int = 0) -> cv2.VideoCapture:
-    """Open a stream the way every source does (`edged bench` measures decode cost through it)."""
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 10_000]
-    if decoder_threads > 0:
-        params += [cv2.CAP_PROP_N_THREADS, decoder_threads]
-    if source.startswith("/dev/video"):
-        return cv2.VideoCapture(source, cv2.CAP_V4L2)
-    return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+def open_container(config: StreamConfig) -> av.container.InputContainer:
+    """Open a stream's source the way every source does (`edged bench` measures through it).
+
+    Raises PyAV's FFmpegError (or OSError) as FFmpeg reports it; `failures.opening` says why.
+    """
+    source = config.source.removeprefix("file:")
+    options: dict[str, str] = {}
+    fmt: str | None = None
+    if source.startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = config.rtsp_transport
+    elif source.startswith("/dev/video"):
+        fmt = "v4l2"
+    # A read may block at most until the stall deadline: past it the stream is offline anyway.
+    read_timeout = min(config.read_timeout, config.stall_timeout)
+    return av.open(
+        source, "r", format=fmt, options=options, timeout=(config.open_timeout, read_timeout)
+    )
+
+
+def frame_rate(stream: av.video.stream.VideoStream) -> float:
+    """The stream's nominal frame rate; 25 when the container does not say (or says nonsense)."""
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else 0.0
+    return fps if 1.0 <= fps <= 240.0 else 25.0
+
+
+class Outcome(Enum):
+    ENDED = "ended"  # a file reached its end and does not loop
+
+
+@dataclass
+class _Clock:
+    """Where playback is; kept across the reopens of a looping file so pacing runs on."""
+
+    fps: float = 25.0
+    index: int = 0
+    start: float = 0.0
+    next_detect: float = 0.0
+    played: bool = False
 
 
 class StreamSource:
@@ -59,23 +103,22 @@ class StreamSource:
         self,
         config: StreamConfig,
         board: FrameBoard,
+        backend: Backend,
         on_status: StatusCallback,
     ) -> None:
         self.config = config  # replaced whole on UpdateStream; readers take one reference
         self.name = config.name
         self._board = board
+        self._backend = backend
         self._on_status = on_status
         self._stop = threading.Event()
-        # Buffers come back here after use; the pool grows to the number in flight (one
-        # decoding, one waiting, one per inference loop) and then stops allocating.
-        self._pool: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
-        self._shape: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
         self.frames_in = 0
         self.frames_processed = 0
         self.frames_dropped = 0
         self.decode_errors = 0
         self.reconnects = 0
+        self.disconnects = 0
         self._thread = threading.Thread(target=self._run, name=f"source:{self.name}", daemon=True)
 
     # --- called from other threads ----------------------------------------------------------
@@ -87,15 +130,10 @@ class StreamSource:
         self._stop.set()
         dropped = self._board.discard(self.name)
         if dropped is not None:
-            self.release(dropped.image)
+            dropped.path.release(dropped.model_input)
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-
-    def release(self, image: np.ndarray) -> None:
-        """Give a frame buffer back once the detector has letterboxed it."""
-        if image.shape == self._shape:
-            self._pool.put(image)
 
     def count_processed(self) -> None:
         with self._lock:
@@ -106,87 +144,175 @@ class StreamSource:
     def _run(self) -> None:
         batch_scheduling()
         delay = self.config.reconnect_delay
-        while not self._stop.is_set():
-            self._on_status(self.name, "starting", "")
-            outcome = self._play()
-            if outcome == "ended" or self._stop.is_set():
-                if outcome == "ended":
-                    self._on_status(self.name, "ended", "end of file")
-                return
-            if outcome == "played":
-                delay = self.config.reconnect_delay
-            self.reconnects += 1
-            self._on_status(self.name, "offline", f"{outcome}; retrying in {delay:.0f} s")
-            log.warning("stream offline", stream=self.name, reason=outcome, retry_s=delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
-
-    def _open(self) -> cv2.VideoCapture:
-        return open_capture(self.config.source, decoder_threads(self.config))
-
-    def _play(self) -> str:
-        """Decode until the stream fails or ends; return "ended", "played" or a failure reason."""
-        live = is_live(self.config.source)
-        cap = self._open()
-        try:
-            if not cap.isOpened():
-                return "cannot open source"
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            fps = fps if 1.0 <= fps <= 240.0 else 25.0
-            played = False
-            start = time.monotonic()
-            index = 0
-            # Streams that start together (a restart, or copies of one file) would otherwise all
-            # want a detection at the same instants and queue behind each other; a fixed phase
-            # per stream name spreads them over the detect interval.
-            rate = self.config.detect_fps
-            next_detect = _phase(self.name) / rate if rate > 0 else 0.0
+        with StreamLog(self.name) as ffmpeg:
             while not self._stop.is_set():
-                config = self.config
-                stream_time = index / fps
-                # Decode every frame (H.264 needs it) but convert and hand over only the ones the
-                # detector should see: grab() skips the colour conversion.
-                wanted = config.detect_fps <= 0 or stream_time >= next_detect
-                image: np.ndarray | None = None
-                ok = cap.grab()
-                if ok and wanted:
-                    ok, image = cap.retrieve(self._buffer())
-                if not ok or (wanted and image is None):
-                    if live:
-                        self.decode_errors += 1
-                        return "played" if played else "no frames from source"
-                    if not played:
-                        return "no frames in file"
-                    if not config.loop:
-                        return "ended"
-                    cap.release()
-                    cap = self._open()
-                    start = time.monotonic() - stream_time  # keep the clock running across loops
+                self._on_status(self.name, "starting", StreamReason.NONE, "")
+                try:
+                    outcome = self._play(ffmpeg)
+                except SourceFailure as failure:
+                    ffmpeg.flush()
+                    if self._stop.is_set():
+                        return
+                    if failure.played:
+                        # It worked for a while: back off from the first delay again.
+                        delay = self.config.reconnect_delay
+                    self.reconnects += 1
+                    detail = f"{failure.detail}; retrying in {delay:.0f} s"
+                    self._on_status(self.name, "offline", failure.reason, detail)
+                    log.warning(
+                        "stream offline",
+                        stream=self.name,
+                        source=redact_url(self.config.source),
+                        reason=failure.reason.value,
+                        detail=failure.detail,
+                        retry_s=delay,
+                    )
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, MAX_BACKOFF_S)
                     continue
-                if not played:
-                    played = True
-                    self._on_status(self.name, "online", "")
-                self.frames_in += 1
-                index += 1
-                if not live and config.realtime:
-                    self._stop.wait(max(0.0, start + stream_time - time.monotonic()))
-                if image is None:
-                    continue
-                next_detect = stream_time + 1.0 / config.detect_fps if config.detect_fps > 0 else 0
-                self._shape = image.shape
-                packet = FramePacket(self, index, time.time(), image)
-                wait = not live and not config.realtime
-                replaced = self._board.offer(packet, wait=wait)
-                if replaced is not None:
-                    self.frames_dropped += 1
-                    self.release(replaced.image)
-            return "played"
-        finally:
-            cap.release()
+                if outcome is Outcome.ENDED:
+                    self._on_status(self.name, "ended", StreamReason.END_OF_FILE, "end of file")
+                    return
+                # Stopped while playing.
+                return
 
-    def _buffer(self) -> np.ndarray | None:
-        """A free frame buffer; None lets OpenCV allocate (first frames, or a size change)."""
+    def _play(self, ffmpeg: StreamLog) -> Outcome | None:
+        """Play until stopped (None), a file ends (ENDED); a failure raises SourceFailure."""
+        clock = _Clock()
+        while True:
+            config = self.config
+            started = time.monotonic()
+            try:
+                container = open_container(config)
+            except (av.error.FFmpegError, OSError) as exc:
+                elapsed = time.monotonic() - started
+                raise failures.opening(exc, elapsed, config.open_timeout) from exc
+            finally:
+                ffmpeg.flush()
+            try:
+                ended = self._demux(container, clock, ffmpeg)
+            except SourceFailure as failure:
+                failure.played = clock.played
+                raise
+            finally:
+                container.close()
+            if ended is None or not config.loop:
+                return ended
+            # A looping file: open it again, the clock keeps running.
+
+    def _demux(
+        self, container: av.container.InputContainer, clock: _Clock, ffmpeg: StreamLog
+    ) -> Outcome | None:
+        config = self.config
+        live = is_live(config.source)
+        if not container.streams.video:
+            raise SourceFailure(StreamReason.NO_VIDEO, "the source has no video track")
+        video = container.streams.video[0]
         try:
-            return self._pool.get_nowait()
-        except queue.Empty:
+            path = self._backend.media_path(video, config)
+        except UnsupportedCodec as exc:
+            raise SourceFailure(StreamReason.UNSUPPORTED_CODEC, str(exc)) from exc
+        try:
+            if clock.index == 0:
+                clock.fps = frame_rate(video)
+                clock.start = time.monotonic()
+                # Streams that start together (a restart, or copies of one file) would otherwise
+                # all want a detection at the same instants and queue behind each other; a fixed
+                # phase per stream name spreads them over the detect interval.
+                rate = config.detect_fps
+                clock.next_detect = _phase(self.name) / rate if rate > 0 else 0.0
+            else:
+                clock.start = time.monotonic() - clock.index / clock.fps
+            return self._packets(container, video, path, clock, live, ffmpeg)
+        finally:
+            path.close()
+
+    def _packets(
+        self,
+        container: av.container.InputContainer,
+        video: av.video.stream.VideoStream,
+        path: MediaPath[Any],
+        clock: _Clock,
+        live: bool,
+        ffmpeg: StreamLog,
+    ) -> Outcome | None:
+        last_frame = time.monotonic()
+        read_started = last_frame
+        packets = container.demux()  # every stream: audio packets also prove the source alive
+        while not self._stop.is_set():
+            config = self.config
+            read_started = time.monotonic()
+            try:
+                packet = next(packets, None)
+            except (av.error.FFmpegError, OSError) as exc:
+                ffmpeg.flush()
+                self._lost(clock)
+                elapsed = time.monotonic() - read_started
+                timeout = min(config.read_timeout, config.stall_timeout)
+                raise failures.reading(exc, elapsed, timeout) from exc
+            if packet is None:
+                break
+            if packet.stream.index != video.index:
+                frames: list[Any] = []
+            else:
+                try:
+                    frames = list(path.decode(packet))
+                except (av.error.FFmpegError, ValueError):
+                    self.decode_errors += 1
+                    frames = []
+                ffmpeg.flush()
+            for frame in frames:
+                last_frame = time.monotonic()
+                self._frame(path, frame, clock, live, config)
+            if live and time.monotonic() - last_frame > config.stall_timeout:
+                self._lost(clock)
+                raise SourceFailure(
+                    StreamReason.STALLED,
+                    f"no frame for {time.monotonic() - last_frame:.1f} s "
+                    f"(stall_timeout {config.stall_timeout:g} s)",
+                )
+        if self._stop.is_set():
             return None
+        if live:
+            self._lost(clock)
+            raise SourceFailure(StreamReason.DISCONNECTED, "the source ended the stream")
+        if not clock.played:
+            raise SourceFailure(StreamReason.INVALID_DATA, "no frame could be decoded in the file")
+        return Outcome.ENDED
+
+    def _lost(self, clock: _Clock) -> None:
+        if clock.played:
+            self.disconnects += 1
+
+    def _frame(
+        self, path: MediaPath[Any], frame: Any, clock: _Clock, live: bool, config: StreamConfig
+    ) -> None:
+        stream_time = clock.index / clock.fps
+        # Every frame is decoded (H.264 needs it) but only the ones the detector should see are
+        # prepared: the rest cost no resize and no colour conversion.
+        wanted = config.detect_fps <= 0 or stream_time >= clock.next_detect
+        if not clock.played:
+            clock.played = True
+            self._on_status(self.name, "online", StreamReason.NONE, "")
+        self.frames_in += 1
+        clock.index += 1
+        if not live and config.realtime:
+            self._stop.wait(max(0.0, clock.start + stream_time - time.monotonic()))
+        if not wanted or self._stop.is_set():
+            return
+        clock.next_detect = stream_time + 1.0 / config.detect_fps if config.detect_fps > 0 else 0
+        try:
+            model_input: ModelInput = path.prepare(frame)
+        except Exception:
+            # A frame the path cannot prepare (an odd pixel format, a broken frame) is skipped
+            # and counted with the decode errors; the stream goes on.
+            if self.decode_errors == 0:
+                log.exception("frame cannot be prepared", stream=self.name)
+            self.decode_errors += 1
+            return
+        packet = FramePacket(self, path, clock.index, time.time(), model_input)
+        wait = not live and not config.realtime
+        replaced = self._board.offer(packet, wait=wait)
+        if replaced is not None:
+            self.frames_dropped += 1
+            replaced.path.release(replaced.model_input)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edged.backends import BackendError, make_backend
+from edged.backends.base import ModelInput
 from edged.config.model import WorkerConfig
 
 
@@ -23,8 +24,9 @@ def test_loads_and_infers_the_yolox_output_shape(model_path: Path) -> None:
     backend = make_backend(worker(model_path))
     backend.load()
     assert "CPUExecutionProvider" in backend.providers
-    output = backend.infer(np.full((1, 3, 416, 416), 114, np.float32))
-    assert output.shape == (1, 3549, 85)
+    blank = ModelInput(np.full((1, 3, 416, 416), 114, np.float32), 1.0, 416, 416)
+    outputs = backend.infer([blank, blank])
+    assert [o.shape for o in outputs] == [(1, 3549, 85)] * 2
     backend.close()
 
 

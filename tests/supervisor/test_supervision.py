@@ -247,11 +247,13 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         assert health["workers"]["bad"]["restarts"] >= budget + 1
         assert health["workers"]["bad"]["pid"] is None  # no process while it waits, failed
         assert "could not load its model" in health["workers"]["bad"]["last_exit"]
-        assert "could not load its model" in health["streams"]["street"]["reason"]
+        assert health["streams"]["street"]["reason"] == "worker_failed"
+        assert "could not load its model" in health["streams"]["street"]["detail"]
         statuses = [m.json() for m in messages if m.topic == f"edged/{NODE}/street/status"]
         failed_status = [st for st in statuses if st["status"] == "failed"]
         assert failed_status, statuses
-        assert failed_status[0]["reason"].startswith("worker bad failed: exit code 3"), statuses
+        assert failed_status[0]["reason"] == "worker_failed", statuses
+        assert failed_status[0]["detail"].startswith("worker bad failed: exit code 3"), statuses
         assert len(detections(messages, NODE, "road")) >= 10
         assert health["workers"]["good"]["state"] == "ready"
     except BaseException:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edged.backends.base import ModelInput
 from edged.worker.board import FrameBoard, FramePacket
 
 
@@ -20,7 +21,8 @@ class Named:
 
 def packet(name: str, index: int) -> FramePacket:
     source: Any = Named(name)
-    return FramePacket(source, index, time.time(), np.zeros((2, 2, 3), np.uint8))
+    path: Any = None  # the board never touches the media path
+    return FramePacket(source, path, index, time.time(), ModelInput(np.zeros((2, 2, 3)), 1, 2, 2))
 
 
 def test_newest_frame_replaces_the_waiting_one() -> None:

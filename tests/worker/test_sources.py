@@ -1,5 +1,6 @@
-"""Stream sources on real video: frames decoded into reused buffers, paced, looped; a broken
-stream is reported offline and retried with growing delays, never in a hot loop."""
+"""Stream sources on real video (PyAV): frames decoded and prepared into reused model inputs,
+paced, looped; a broken stream is reported offline with a reason and retried with growing
+delays, never in a hot loop."""
 
 from __future__ import annotations
 
@@ -11,23 +12,40 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edged.config.model import StreamConfig
-from edged.worker.board import FrameBoard
+from edged.backends import make_backend
+from edged.backends.base import Backend
+from edged.config.model import StreamConfig, WorkerConfig
+from edged.protocol import StreamReason
+from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.sources import StreamSource
 
 
 class Statuses:
     def __init__(self) -> None:
-        self.events: list[tuple[float, str, str]] = []
+        self.events: list[tuple[float, str, StreamReason, str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, stream: str, status: str, reason: str) -> None:
+    def __call__(self, stream: str, status: str, reason: StreamReason, detail: str) -> None:
         with self.lock:
-            self.events.append((time.monotonic(), status, reason))
+            self.events.append((time.monotonic(), status, reason, detail))
 
     def of(self, status: str) -> list[float]:
         with self.lock:
-            return [t for t, s, _ in self.events if s == status]
+            return [t for t, s, _, _ in self.events if s == status]
+
+    def reasons(self, status: str = "offline") -> list[tuple[StreamReason, str]]:
+        with self.lock:
+            return [(r, d) for _, s, r, d in self.events if s == status]
+
+
+@pytest.fixture(scope="module")
+def backend(model_path: Path) -> Backend:
+    """The CPU backend (its media path decodes and letterboxes; no model needed for that)."""
+    return make_backend(WorkerConfig(name="w", model=str(model_path)))
+
+
+def release(packet: FramePacket) -> None:
+    packet.path.release(packet.model_input)
 
 
 def wait_until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
@@ -43,10 +61,12 @@ def stream(source: Path | str, **fields: object) -> StreamConfig:
     )
 
 
-def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(assets: Path) -> None:
+def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(
+    assets: Path, backend: Backend
+) -> None:
     board, statuses = FrameBoard(), Statuses()
     video = assets / "media" / "traffic-720p.mp4"
-    source = StreamSource(stream(video, realtime=False), board, statuses)
+    source = StreamSource(stream(video, realtime=False), board, backend, statuses)
     source.start()
     buffers: set[int] = set()
     indices: list[int] = []
@@ -54,10 +74,12 @@ def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(assets: Pa
         while len(indices) < 60:
             packet = board.take(5.0)
             assert packet is not None, "no frame from the file"
-            assert packet.image.shape == (720, 1280, 3)
+            model_input = packet.model_input
+            assert (model_input.width, model_input.height) == (1280, 720)
+            assert model_input.data.shape == (1, 3, 416, 416)
             indices.append(packet.index)
-            buffers.add(packet.image.ctypes.data)
-            source.release(packet.image)
+            buffers.add(model_input.data.ctypes.data)
+            release(packet)
     finally:
         source.stop()
         source.join(5)
@@ -67,10 +89,12 @@ def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(assets: Pa
     assert statuses.of("online")
 
 
-def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(assets: Path) -> None:
+def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(
+    assets: Path, backend: Backend
+) -> None:
     board, statuses = FrameBoard(), Statuses()
     video = assets / "media" / "traffic-720p.mp4"  # 30 fps
-    source = StreamSource(stream(video, detect_fps=5), board, statuses)
+    source = StreamSource(stream(video, detect_fps=5), board, backend, statuses)
     source.start()
     taken = 0
     try:
@@ -80,7 +104,7 @@ def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(asset
             packet = board.take(0.5)
             if packet is not None:
                 taken += 1
-                source.release(packet.image)
+                release(packet)
         elapsed = time.monotonic() - started
     finally:
         source.stop()
@@ -90,10 +114,10 @@ def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(asset
     assert 6 <= taken <= 14, taken  # about 5 a second reach the detector
 
 
-def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, tmp_path: Path) -> None:
+def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, backend: Backend) -> None:
     video = assets / "media" / "traffic-720p.mp4"
     board, statuses = FrameBoard(), Statuses()
-    once = StreamSource(stream(video, realtime=False), board, statuses)
+    once = StreamSource(stream(video, realtime=False), board, backend, statuses)
     once.start()
     drain = threading.Event()
 
@@ -101,15 +125,18 @@ def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, tmp_pat
         while not drain.is_set():
             packet = board.take(0.1)
             if packet is not None:
-                packet.source.release(packet.image)
+                release(packet)
 
     consumer = threading.Thread(target=consume)
     consumer.start()
     try:
         wait_until(lambda: bool(statuses.of("ended")), 60)
         assert once.frames_in == 368  # every frame of the file, once
+        assert statuses.reasons("ended") == [(StreamReason.END_OF_FILE, "end of file")]
         looped_statuses = Statuses()
-        looped = StreamSource(stream(video, realtime=False, loop=True), board, looped_statuses)
+        looped = StreamSource(
+            stream(video, realtime=False, loop=True), board, backend, looped_statuses
+        )
         looped.start()
         wait_until(lambda: looped.frames_in > 400, 60)
         looped.stop()
@@ -120,13 +147,18 @@ def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, tmp_pat
         consumer.join()
 
 
-@pytest.mark.parametrize("kind", ["garbage", "missing"])
-def test_broken_stream_is_reported_and_retried_with_backoff(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("garbage", StreamReason.INVALID_DATA), ("missing", StreamReason.NOT_FOUND)],
+)
+def test_broken_stream_is_reported_and_retried_with_backoff(
+    tmp_path: Path, backend: Backend, kind: str, reason: StreamReason
+) -> None:
     path = tmp_path / "broken.mp4"
     if kind == "garbage":
         path.write_bytes(b"\x00\x00\x01\xb3 not a video at all " * 200)
     board, statuses = FrameBoard(), Statuses()
-    source = StreamSource(stream(path, reconnect_delay=0.2), board, statuses)
+    source = StreamSource(stream(path, reconnect_delay=0.2), board, backend, statuses)
     source.start()
     try:
         wait_until(lambda: len(statuses.of("offline")) >= 3, 15)
@@ -137,6 +169,7 @@ def test_broken_stream_is_reported_and_retried_with_backoff(tmp_path: Path, kind
     gaps = [b - a for a, b in itertools.pairwise(offline)]
     # 0.2 s, then 0.4 s, ...: each wait at least as long as the one before, never a hot loop
     assert gaps[0] >= 0.18 and gaps[1] >= 0.36, gaps
-    reasons = [r for _, s, r in statuses.events if s == "offline"]
-    assert "retrying in" in reasons[0]
+    first_reason, detail = statuses.reasons()[0]
+    assert first_reason is reason, statuses.events
+    assert "retrying in" in detail
     assert source.reconnects >= 3
