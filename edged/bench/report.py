@@ -82,13 +82,13 @@ def table(doc: dict[str, Any]) -> str:
         by_video = {d["video"]: d["cpu_ms"] for d in parts["decode"]}
         refs = ", ".join(f"{Path(r['video']).name} {r['cpu_ms']:.2f}" for r in references)
         ratios = ", ".join(
-            f"{(by_video[r['video']] + pre) / (r['cpu_ms'] + pre):.2f}x"
+            f"{(by_video[r['video']] + pre) / r['cpu_ms']:.2f}x"
             for r in references
-            if r["video"] in by_video and r["cpu_ms"] + pre > 0
+            if r["video"] in by_video and r["cpu_ms"] > 0
         )
         out.append(
-            f"decode reference, same run: {references[0]['name']} {refs}; edged's decode + "
-            f"letterbox is {ratios} the reference + letterbox"
+            f"decode reference, same run (core-ms/frame, file to model input): "
+            f"{references[0]['name']} {refs}; edged's decode + letterbox is {ratios} of it"
         )
     out.append("")
     head = (
