@@ -74,7 +74,8 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
         assert abs(o["total"] - parts_sum) < 0.01, o
         cpu = run["cpu_pct"]
         assert abs(o["supervisor"] - cpu["supervisor"] * 10 / run["fps"]) < 0.01, (o, cpu)
-        assert o["supervisor"] > 0 and o["broker"] > 0 and o["subscriber"] > 0, o
+        # CPU clocks tick in 10 ms: a quiet process may show none in a short window
+        assert o["supervisor"] >= 0 and o["broker"] >= 0 and o["subscriber"] >= 0, o
         assert run["limit_fps"] > 0
         assert run["fps"] > 0 and run["frames"] > 0
         assert 0 < run["ratio"] < 1.5, run["ratio"]
