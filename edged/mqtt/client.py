@@ -170,6 +170,10 @@ class Connection:
             self._set_closed("no socket")
             raise ConnectFailed("the connection closed while connecting")
         self._paho.on_socket_close = self._on_socket_close
+        # paho leaves Nagle on: a small PUBLISH behind unacknowledged data would wait for the
+        # broker's delayed ACK (up to 40 ms). Coalescing is the cork's job (`_cork`), per loop
+        # iteration, so nothing waits longer than that.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(self._sock, self._readable)
         self._sync_writer()
         self._tick = self._loop.call_later(1.0, self._misc)

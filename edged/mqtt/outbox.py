@@ -97,8 +97,9 @@ class Outbox:
         # older waiting); it says False when it cannot (window full, connection gone).
         self.direct: Callable[[Entry], bool] | None = None
         self._pending_io: set[asyncio.Future[Any]] = set()
-        # Seq reservations that must be on disk before anything queued after them is sent.
-        self._seq_barriers = 0
+        # Streams that handed out a seq not yet covered by a reservation on disk: while any
+        # is, nothing queued is sent (see `next_seq`).
+        self._seq_waiting: set[str] = set()
         self.dropped_memory = 0
         self.acked = 0
         self.rejected = 0
@@ -112,32 +113,36 @@ class Outbox:
         if self._store is None:
             return n
         if n >= self._seq_durable.get(stream, 1):
-            # Rare (first message of a never-seen stream, or the disk thread far behind). An
-            # unreserved seq could repeat after a crash, so nothing from here on is sent before
-            # the reservation is on disk: the loop does not wait, the sender does (`take`).
+            # Rare (first message of a never-seen stream, or the disk thread far behind): an
+            # unreserved seq could repeat after a crash, so nothing queued from here on is sent
+            # until a reservation covering it is on disk. The loop does not wait for that, the
+            # sender does (`take`, `put`'s direct path).
+            self._seq_waiting.add(stream)
+        if n + SEQ_BLOCK // 2 >= self._seq_requested.get(stream, 1):
+            # Reserve ahead, so the durable mark normally stays far in front of the seqs used.
             target = n + SEQ_BLOCK
             self._seq_requested[stream] = target
-
-            def reserved(_: object) -> None:
-                self._seq_durable[stream] = max(self._seq_durable.get(stream, 1), target)
-
-            def released(_: object) -> None:
-                self._seq_barriers -= 1
-                self._ready.set()
-
-            self._seq_barriers += 1
-            # A failed write is logged by `_submit` (disk error); the messages are sent anyway.
-            fut = self._submit(self._store.save_seqs, {stream: target}, on_done=reserved)
-            fut.add_done_callback(released)
-        elif n + SEQ_BLOCK // 2 >= self._seq_requested.get(stream, 1):
-            target = n + SEQ_BLOCK
-            self._seq_requested[stream] = target
-
-            def done(_: object) -> None:
-                self._seq_durable[stream] = max(self._seq_durable.get(stream, 1), target)
-
-            self._submit(self._store.save_seqs, {stream: target}, on_done=done)
+            self._submit(
+                self._store.save_seqs,
+                {stream: target},
+                on_done=lambda _: self._seq_reserved(stream, target),
+                on_error=lambda exc: self._seq_reserve_failed(stream, exc),
+            )
         return n
+
+    def _seq_reserved(self, stream: str, upto: int) -> None:
+        durable = self._seq_durable[stream] = max(self._seq_durable.get(stream, 1), upto)
+        if stream in self._seq_waiting and self._seq_next.get(stream, 1) <= durable:
+            self._seq_waiting.discard(stream)
+            self._ready.set()
+
+    def _seq_reserve_failed(self, stream: str, exc: BaseException) -> None:
+        # The disk is failing: holding messages back would not make their seqs safer, and
+        # health shows the disk error. Send them.
+        self._no_disk(exc, keep_store=True)
+        if stream in self._seq_waiting:
+            self._seq_waiting.discard(stream)
+            self._ready.set()
 
     def reserve(self, streams: list[str]) -> None:
         """Reserve seqs for streams ahead of their first message (so it never waits)."""
@@ -150,7 +155,7 @@ class Outbox:
 
         def done(_: object) -> None:
             for s, n in todo.items():
-                self._seq_durable[s] = max(self._seq_durable.get(s, 1), n)
+                self._seq_reserved(s, n)
 
         self._submit(self._store.save_seqs, todo, on_done=done)
 
@@ -161,7 +166,7 @@ class Outbox:
         if (
             self.direct is not None
             and self._online
-            and not self._seq_barriers
+            and not self._seq_waiting
             and not self._mem
             and not self._to_spill
             and not self._disk_dirty
@@ -210,7 +215,7 @@ class Outbox:
                 if gen == self._spill_gen:
                     self._disk_dirty = False
                 continue
-            if self._mem and not self._seq_barriers:
+            if self._mem and not self._seq_waiting:
                 n = min(limit, len(self._mem))
                 entries = [self._mem.popleft() for _ in range(n)]
                 for e in entries:
