@@ -12,6 +12,7 @@ import bisect
 import ctypes
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ class Memory:
         self.blocks: dict[int, Block] = {}  # device blocks by address
         self.host_blocks: dict[int, Block] = {}  # malloc_host blocks by their real address
         self.host_objects: OrderedDict[int, tuple[int, Any]] = OrderedDict()
+        self.arrays: dict[int, tuple[int, weakref.ref[Any]]] = {}
 
     def allocate(self, size: int, kind: str, device: int) -> int:
         padded = (size + 31) // 32 * 32 + 32
@@ -122,7 +124,13 @@ class Memory:
         block.buf = None
 
     def register_host(self, addr: int, size: int, owner: Any) -> None:
+        """Remember a host object whose address was handed out. Arrays are held weakly for as
+        long as they live (a long-lived output buffer); `bytes`, which cannot be weakly held,
+        are kept in a bounded LRU (a packet copied once)."""
         with self.lock:
+            if isinstance(owner, np.ndarray):
+                self.arrays[addr] = (size, weakref.ref(owner))
+                return
             self.host_objects[addr] = (size, owner)
             self.host_objects.move_to_end(addr)
             while len(self.host_objects) > HOST_OBJECTS_KEPT:
@@ -134,6 +142,14 @@ class Memory:
             entry = self.host_objects.get(addr)
             if entry is not None:
                 return addr, entry[0]
+            array = self.arrays.get(addr)
+            if array is not None and array[1]() is not None:
+                return addr, array[0]
+            for start, (size, ref) in list(self.arrays.items()):
+                if ref() is None:
+                    del self.arrays[start]
+                elif start <= addr < start + size:
+                    return start, size
             for start, (size, _) in reversed(self.host_objects.items()):
                 if start <= addr < start + size:
                     return start, size
