@@ -38,7 +38,8 @@ recorded in the report. Rules enforced (numbers of pyacl.md section 9, then 9a):
   15 missing / invalid / other-SoC .om
   16 execute: buffer counts, exact input sizes (larger: 145000 in both modes), device memory only,
      output sizes
-  17 dynamic batch: set_dynamic_batch_size before execute, gears only
+  17 dynamic batch: set_dynamic_batch_size before execute, gears only; the user writing into the
+     dynamic-batch input (realistic: recorded)
   18 static AIPP: NV12/NV21 input of exactly src_w*src_h*3/2*N; CSC (9a.11 default matrix) and
      normalisation applied before ONNX
   19, 22 async work (execute_async, VPC, memcpy_async) lands only at synchronize_stream
@@ -46,7 +47,8 @@ recorded in the report. Rules enforced (numbers of pyacl.md section 9, then 9a):
   21 picture descriptors: fields set, format, even sizes, strides (SoC table), buffer size,
      DVPP memory; ROI parity on 310, paste-left % 16; resize ratio [1/32, 16]
   23 VDEC channel id range and uniqueness, thread and callback set before create, send before
-     create / after destroy, empty packets, Annex-B only, the decoder-instance cap
+     create / after destroy, empty packets, Annex-B only (no cap on
+     simultaneous decoder instances beyond the id range)
   24 buffers of a frame in flight (send_frame until its callback returns) not written or freed
   25 callbacks only inside process_report on the subscribed thread, which needs a context;
      timeout codes 100000 / 107012 / 507012; destroy that cannot drain is a deadlock error

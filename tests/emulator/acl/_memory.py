@@ -44,6 +44,7 @@ class Block:
     where: str
     freed: bool = False
     locks: int = 0  # in-flight VDEC frames using this block (rule 24)
+    runtime_filled: bool = False  # a dynamic-batch input the runtime fills (rule 17)
 
     @property
     def on_device(self) -> bool:
@@ -213,6 +214,9 @@ def resolve(addr: Any, what: str) -> Span:
 
 
 def check_unlocked(span: Span, count: int, what: str) -> None:
+    if span.block is not None and span.block.runtime_filled:
+        violation("17", INVALID_PARAM, f"{what} writes into a dynamic-batch input buffer, which "
+                  "the runtime fills (set_dynamic_batch_size says the batch)", tolerated=True)
     if span.block is not None and span.block.locks:
         violation(
             "24", INVALID_PARAM,

@@ -37,7 +37,7 @@ def vdec_strides(width: int, height: int) -> tuple[int, int]:
     return (32 if width < 16 else (width + 15) // 16 * 16), (height + 1) // 2 * 2
 
 
-@dataclass
+@dataclass(eq=False)
 class Frame:
     stream_desc: Resource
     pic_desc: Resource
@@ -103,11 +103,20 @@ class Channel:
             item = self.inbox.get()
             if item is None:
                 return
-            if isinstance(item, threading.Event):
-                self._flush()
-                item.set()
-                continue
-            self._decode(item)
+            try:
+                if isinstance(item, threading.Event):
+                    self._flush()
+                    item.set()
+                else:
+                    self._decode(item)
+            except Exception as exc:  # the stand-in device must keep calling back
+                with contextlib.suppress(AclFail):
+                    violation("23", _core.INVALID_PARAM, f"VDEC could not decode: {exc!r}",
+                              tolerated=True)
+                if isinstance(item, Frame) and item not in self.waiting:
+                    self._deliver(item, ERR_BITSTREAM)
+                else:
+                    item.set()
 
     def _decode(self, frame: Frame) -> None:
         with _core.device_time():
@@ -140,8 +149,14 @@ class Channel:
         if frame.skipped:
             self._deliver(frame, 0)
             return
-        with _core.device_time():
-            code = self._write(frame.pic_desc, picture)
+        try:
+            with _core.device_time():
+                code = self._write(frame.pic_desc, picture)
+        except Exception as exc:  # e.g. a picture larger than the buffer's geometry
+            with contextlib.suppress(AclFail):
+                violation("23", _core.INVALID_PARAM, f"VDEC could not write the picture: "
+                          f"{exc!r}", tolerated=True)
+            code = ERR_OUTPUT_SIZE
         self._deliver(frame, code)
 
     def _write(self, desc: Resource, picture: Any) -> int:

@@ -400,7 +400,10 @@ def _bind(model: Model, in_ds: int, out_ds: int) -> _Bound:
             violation("16", GE_PARAM_INVALID, f"input {i} buffer is {size} bytes, smaller than "
                       f"the model's {tensor.size} (the device would read past it)",
                       tolerated=True)
-        spans.append(_device_span(buf.data["addr"], size, f"input {i}"))
+        span = _device_span(buf.data["addr"], size, f"input {i}")
+        if tensor.name == DYNAMIC_TENSOR_NAME and span.block is not None:
+            span.block.runtime_filled = True  # rule 17: the runtime writes it, not the user
+        spans.append(span)
     out_spans = []
     for i, (buf, tensor) in enumerate(zip(out_bufs, model.outputs, strict=True)):
         if buf.data["size"] < tensor.size:
