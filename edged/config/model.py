@@ -100,8 +100,9 @@ class WorkerConfig(Base, frozen=True):
     name: Name
     # A path (relative to this file), or the name of a fetched model such as "yolox-nano".
     model: str
-    # "cpu": ONNX Runtime on the CPU. (Accelerator backends are validated here once they exist.)
-    backend: Literal["cpu"] = "cpu"
+    # "cpu": ONNX Runtime on the CPU. "ascend": a Huawei Ascend NPU through pyACL (CANN): an
+    # ATC-converted `.om` model, streams decoded and letterboxed on the device (docs/ascend.md).
+    backend: Literal["cpu", "ascend"] = "cpu"
     model_format: Literal["yolox", "yolov5", "yolov8"] = "yolox"
     # "coco" (built in) or a path to a file with one class name a line, in output order.
     labels: str = "coco"
@@ -115,6 +116,13 @@ class WorkerConfig(Base, frozen=True):
     threads: Annotated[int, msgspec.Meta(ge=1, le=64)] | Literal["auto"] = "auto"
     # Accelerator device index (ascend); ignored by the cpu backend.
     device: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Ascend: what the .om's input takes. "yuv420sp": static AIPP (YUV420SP_U8) converts the
+    # NV12 that VDEC/VPC produce on the device; "float": a model without AIPP, fed float32
+    # NCHW tensors letterboxed on the host (frames then cross to the device). Ignored by cpu.
+    input_kind: Literal["yuv420sp", "float"] = "yuv420sp"
+    # Frames one inference may take at once, from several streams; ascend: at most the .om's
+    # largest dynamic batch gear (ATC --dynamic_batch_size). The cpu backend runs one at a time.
+    batch: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     ready_timeout: Seconds = 120.0
     # A worker whose inference loop shows no progress for this long is declared hung.
     heartbeat_timeout: Seconds = 10.0

@@ -255,6 +255,8 @@ def _resolve_and_check(parts: _Parts, base: Path, problems: list[tuple[str, str]
         except (OSError, ValueError) as exc:
             labels_of[worker.name] = None
             problems.append((f"{key}.labels", f"expected 'coco' or a readable labels file: {exc}"))
+        if worker.backend == "ascend":
+            problems.extend(_ascend_problems(worker, key, model))
         workers.append((i, msgspec.structs.replace(worker, model=model, labels=labels_path)))
 
     streams: list[tuple[int, StreamConfig]] = []
@@ -277,6 +279,19 @@ def _resolve_and_check(parts: _Parts, base: Path, problems: list[tuple[str, str]
         streams.append((i, msgspec.structs.replace(stream, source=source)))
 
     return _Parts(node, _resolve_mqtt(parts.mqtt, base, problems), workers, streams)
+
+
+def _ascend_problems(worker: WorkerConfig, key: str, model: str) -> Iterator[tuple[str, str]]:
+    """What an Ascend worker needs that the schema cannot say."""
+    if not model.endswith(".om"):
+        yield (f"{key}.model", f"the ascend backend loads an ATC-converted .om model, got "
+               f"{Path(model).name!r} (docs/ascend.md: converting with atc)")
+    width, height = worker.input_size
+    if worker.input_kind == "yuv420sp" and (width % 16 or height % 2):
+        # VPC writes the model input with a 16-byte row stride and an even height; AIPP reads
+        # it tightly packed, so both must agree (pyacl.md 3.4).
+        yield (f"{key}.input_size", f"[{width}, {height}]: with input_kind \"yuv420sp\" the "
+               "width must be a multiple of 16 and the height even")
 
 
 # Credentials in mqtt.url are refused, not used: the password would sit in config.toml (and in

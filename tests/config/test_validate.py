@@ -101,7 +101,7 @@ labels = ["person", "unicorn"]
     assert "lowercase" in found["node.name"]
     assert "mqtt.url" in found
     assert "integer" in found["workers[0].threads"]
-    assert "expected one of 'cpu'" in found["workers[1].backend"]
+    assert "expected one of 'ascend', 'cpu'" in found["workers[1].backend"]
     assert "two workers are named 'cpu0'" in found["workers"]
     assert "<= 1" in found["streams[0].min_score"]
     assert "'unicorn'" in found["streams[1].labels[1]"]
@@ -215,3 +215,40 @@ def test_shipped_example_config_is_valid(tmp_path: Path, model_path: Path) -> No
     text = (REPO / "config.toml").read_text().replace('state_dir = ""', f'state_dir = "{state}"')
     config = parse_config(text, REPO / "config.toml")
     assert [s.name for s in config.streams] == ["street", "road"]
+
+
+def test_ascend_workers_need_an_om_model_and_a_vpc_friendly_input_size(
+    tmp_path: Path, model_path: Path, video: Path
+) -> None:
+    om = tmp_path / "yolox.om"
+    om.write_text("{}")
+    text = f"""
+[[workers]]
+name = "npu0"
+backend = "ascend"
+device = 1
+model = "{model_path}"
+input_size = [420, 416]
+input_kind = "yuv420sp"
+batch = 4
+
+[[workers]]
+name = "npu1"
+backend = "ascend"
+model = "{om}"
+input_kind = "rgb"
+
+[[streams]]
+name = "cam1"
+source = "{video}"
+worker = "npu0"
+"""
+    found = problems(text, tmp_path)
+    assert ".om" in found["workers[0].model"] and "atc" in found["workers[0].model"]
+    assert "multiple of 16" in found["workers[0].input_size"]
+    assert "'float', 'yuv420sp'" in found["workers[1].input_kind"]
+    good = text.replace(str(model_path), str(om)).replace("[420, 416]", "[416, 416]")
+    config = parse_config(good.replace('"rgb"', '"float"'), tmp_path / "config.toml")
+    npu0 = config.workers[0]
+    assert (npu0.backend, npu0.device, npu0.batch, npu0.input_kind) == ("ascend", 1, 4, "yuv420sp")
+    assert npu0.threads == 1  # "auto" for an accelerator: one loop keeps the device fed
