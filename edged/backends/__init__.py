@@ -16,6 +16,10 @@ def make_backend(worker: WorkerConfig) -> Backend:
         from edged.backends.cpu import CpuBackend
 
         return CpuBackend(worker)
+    if worker.backend == "ascend":
+        from edged.backends.ascend import AscendBackend
+
+        return AscendBackend(worker)
     raise BackendError(f"backend {worker.backend!r} is not available in this build")
 
 

@@ -1,0 +1,153 @@
+"""End to end on the pyACL emulator: `edged run` with a cpu and an ascend worker on the same
+video gives the same detections on the same frames; the emulator's reports are clean after a
+stop, and after a worker was killed with SIGKILL and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.acl_emulator import YOLOX_AIPP, emulator_env, reports, write_om
+from tests.support.agreement import agree
+from tests.support.broker import Broker
+from tests.support.daemon import Daemon, wait_until
+from tests.support.mqtt import Message, Subscriber
+
+FRAMES = 30
+
+
+def config(assets: Path, model_path: Path, om: Path, broker: Broker, state: Path,
+           *, with_cpu: bool) -> str:
+    video = assets / "media" / "traffic-720p.mp4"
+    text = f"""
+[node]
+name = "e2e"
+state_dir = "{state}"
+
+[mqtt]
+url = "{broker.url}"
+
+[[workers]]
+name = "npu0"
+backend = "ascend"
+model = "{om}"
+heartbeat_timeout = 20
+
+[[streams]]
+name = "road-npu"
+source = "{video}"
+worker = "npu0"
+realtime = false
+loop = true
+min_score = 0.4
+"""
+    if with_cpu:
+        text += f"""
+[[workers]]
+name = "cpu0"
+model = "{model_path}"
+threads = 1
+
+[[streams]]
+name = "road-cpu"
+source = "{video}"
+worker = "cpu0"
+realtime = false
+min_score = 0.4
+"""
+    return text
+
+
+def frames(messages: list[Message], stream: str) -> dict[int, Any]:
+    out = {}
+    for message in messages:
+        if message.topic == f"edged/e2e/{stream}/detections":
+            payload = message.json()
+            out.setdefault(payload["frame"], payload["detections"])
+    return out
+
+
+def as_found(detections: Any) -> list[tuple[str, float, list[float]]]:
+    return [(d["label"], d["score"], d["box"]) for d in detections]
+
+
+def started(tmp_path: Path, text: str, run_mode: str) -> Daemon:
+    daemon = Daemon(tmp_path, text)
+    daemon.env.update(emulator_env(tmp_path / "acl", run_mode=run_mode))
+    daemon.start()
+    return daemon
+
+
+@pytest.fixture
+def om(tmp_path: Path, model_path: Path) -> Path:
+    return write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
+
+
+@pytest.mark.parametrize("run_mode", ["ACL_HOST", "ACL_DEVICE"])
+def test_ascend_worker_detects_what_the_cpu_worker_detects(
+    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker, run_mode: str
+) -> None:
+    subscriber = Subscriber(broker.port)
+    text = config(assets, model_path, om, broker, tmp_path / "state", with_cpu=True)
+    daemon = started(tmp_path, text, run_mode)
+    try:
+        with daemon.dumped_on_failure():
+
+            def enough(messages: list[Message]) -> bool:
+                npu, cpu = frames(messages, "road-npu"), frames(messages, "road-cpu")
+                return len(set(npu) & set(cpu) & set(range(1, FRAMES + 1))) >= FRAMES
+
+            messages = subscriber.wait_for(enough, 180, f"{FRAMES} frames on both workers")
+    finally:
+        subscriber.close()
+    code = daemon.stop(timeout=20)
+    assert code == 0, daemon.log()
+    npu, cpu = frames(messages, "road-npu"), frames(messages, "road-cpu")
+    common = sorted(set(npu) & set(cpu) & set(range(1, FRAMES + 1)))
+    agreement = agree([as_found(cpu[f]) for f in common], [as_found(npu[f]) for f in common])
+    print(f"{run_mode}: {len(common)} frames, {agreement.line()}")
+    assert agreement.reference >= 3 * FRAMES  # cars, trucks: several a frame
+    assert agreement.matched >= 0.9 * agreement.reference, agreement.line()
+    assert agreement.mean_iou > 0.9, agreement.line()
+    found = reports(tmp_path / "acl")
+    assert len(found) == 1, found  # the ascend worker's; the supervisor never touched ACL
+    assert found[0]["run_mode"] == run_mode and found[0]["finalized"]
+    assert found[0]["violations"] == [] and found[0]["leaks"] == [], found[0]
+
+
+def test_after_a_sigkill_and_a_restart_the_reports_stay_clean(
+    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker
+) -> None:
+    subscriber = Subscriber(broker.port)
+    text = config(assets, model_path, om, broker, tmp_path / "state", with_cpu=False)
+    daemon = started(tmp_path, text, "ACL_HOST")
+    try:
+        with daemon.dumped_on_failure():
+            subscriber.wait_for(lambda ms: len(frames(ms, "road-npu")) >= 5, 120,
+                                "detections from the ascend worker")
+            (worker,) = daemon.workers()
+            killed = worker.pid
+            os.kill(killed, signal.SIGKILL)
+            wait_until(lambda: [w.pid for w in daemon.workers()] not in ([], [killed]), 60,
+                       "a new ascend worker")
+            (restarted,) = daemon.workers()
+            count = len(subscriber.messages)
+            subscriber.wait_for(
+                lambda ms: len(frames(ms[count:], "road-npu")) >= 5, 120,
+                "detections from the restarted worker",
+            )
+    finally:
+        subscriber.close()
+    code = daemon.stop(timeout=20)
+    assert code == 0, daemon.log()
+    found = {r["pid"]: r for r in reports(tmp_path / "acl")}
+    # The killed worker wrote nothing (the driver frees a dead process's device memory); the
+    # one that replaced it stopped cleanly: everything released, no rule broken.
+    assert killed not in found
+    assert restarted.pid in found, (found.keys(), restarted.pid)
+    report = found[restarted.pid]
+    assert report["finalized"] and report["violations"] == [] and report["leaks"] == [], report
