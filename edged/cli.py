@@ -1,4 +1,4 @@
-"""The `edged` command line: run, check-config, models, bench.
+"""The `edged` command line: run, check-config, probe, models, bench.
 
 Runs in the supervisor process (or a short-lived command). Exit codes: 0 ok, 1 failure at run
 time, 2 a config or usage error (the unit's RestartPreventExitStatus=2 then fails it at once:
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=_check_config)
 
+    probe = sub.add_parser(
+        "probe", help="list the backends this machine can run (cpu; ascend with its devices)"
+    )
+    probe.add_argument("--json", action="store_true", help="print the report as JSON")
+    probe.set_defaults(func=_probe)
+
     from edged.modelstore.command import register as register_models
 
     register_models(sub)
@@ -84,6 +90,12 @@ def _check_config(args: argparse.Namespace) -> int:
     for stream in config.streams:
         print(f"  stream {stream.name}: {stream.decoder_threads} decoder thread(s)")
     return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from edged.probe import run
+
+    return run(args.json)
 
 
 def _run(args: argparse.Namespace) -> int:
