@@ -1,9 +1,11 @@
-"""Inference loops: take a prepared frame (model input), infer, decode boxes, send the result up.
+"""Inference loops: take prepared frames (model inputs), infer, decode boxes, send results up.
 
 Runs in a worker process, one thread per configured inference thread. These loops are the work
 the supervisor's heartbeat deadline watches: they send the heartbeats themselves, and only while
 every loop shows progress, so a wedged inference stops the heartbeats and gets the worker
-replaced. An exception in one frame is logged and counted, not fatal.
+replaced. An exception in one frame is logged and counted, not fatal. With a worker `batch` above
+1 a loop runs the frames other streams have waiting at that moment as one inference (it never
+waits to fill a batch: latency first).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from collections import deque
 
+import numpy as np
 import structlog
 
 from edged.backends.base import Backend
@@ -58,6 +61,7 @@ class InferenceLoop:
         channel: WorkerChannel,
         progress: Progress,
         infer_ms: deque[float],
+        batch: int = 1,
     ) -> None:
         self._index = index
         self._board = board
@@ -66,6 +70,7 @@ class InferenceLoop:
         self._channel = channel
         self._progress = progress
         self._infer_ms = infer_ms
+        self._batch = batch  # frames one infer may take (the worker's `batch`)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"infer:{index}", daemon=True)
 
@@ -79,8 +84,15 @@ class InferenceLoop:
         while not self._stop.is_set():
             packet = self._board.take(timeout=0.25)
             if packet is not None:
+                packets = [packet]
+                # A batch takes what other streams have waiting now; it never waits for more.
+                while len(packets) < self._batch:
+                    more = self._board.take(timeout=0)
+                    if more is None:
+                        break
+                    packets.append(more)
                 try:
-                    self._process(packet)
+                    self._process(packets)
                 except ChannelClosed:
                     return
                 except Exception:
@@ -90,14 +102,19 @@ class InferenceLoop:
             except ChannelClosed:
                 return
 
-    def _process(self, packet: FramePacket) -> None:
-        source, model_input = packet.source, packet.model_input
+    def _process(self, packets: list[FramePacket]) -> None:
         started = time.perf_counter()
         try:
-            (output,) = self._backend.infer([model_input])
+            outputs = self._backend.infer([p.model_input for p in packets])
         finally:
-            packet.path.release(model_input)
+            for packet in packets:
+                packet.path.release(packet.model_input)
         infer_ms = (time.perf_counter() - started) * 1000.0
+        for packet, output in zip(packets, outputs, strict=True):
+            self._publish(packet, output, infer_ms)
+
+    def _publish(self, packet: FramePacket, output: np.ndarray, infer_ms: float) -> None:
+        source, model_input = packet.source, packet.model_input
         config = source.config
         width, height = model_input.width, model_input.height
         found = self._detector.postprocess(

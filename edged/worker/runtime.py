@@ -41,7 +41,10 @@ class WorkerRuntime:
         stall = max(spec.heartbeat_interval * 2, spec.worker.heartbeat_timeout / 2)
         progress = Progress(loops, channel, spec.heartbeat_interval, stall)
         self._loops = [
-            InferenceLoop(i, self._board, backend, detector, channel, progress, self._infer_ms)
+            InferenceLoop(
+                i, self._board, backend, detector, channel, progress, self._infer_ms,
+                spec.worker.batch,
+            )
             for i in range(loops)
         ]
         self._stop = threading.Event()

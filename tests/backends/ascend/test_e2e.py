@@ -151,3 +151,49 @@ def test_after_a_sigkill_and_a_restart_the_reports_stay_clean(
     assert restarted.pid in found, (found.keys(), restarted.pid)
     report = found[restarted.pid]
     assert report["finalized"] and report["violations"] == [] and report["leaks"] == [], report
+
+
+def test_frames_of_several_streams_share_one_inference(
+    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker
+) -> None:
+    video = assets / "media" / "traffic-720p.mp4"
+    text = f"""
+[node]
+name = "e2e"
+state_dir = "{tmp_path / "state"}"
+
+[mqtt]
+url = "{broker.url}"
+
+[[workers]]
+name = "npu0"
+backend = "ascend"
+model = "{om}"
+batch = 4
+heartbeat_timeout = 20
+""" + "".join(f"""
+[[streams]]
+name = "road{i}"
+source = "{video}"
+worker = "npu0"
+realtime = false
+min_score = 0.4
+""" for i in range(3))
+    subscriber = Subscriber(broker.port)
+    daemon = started(tmp_path, text, "ACL_HOST")
+    try:
+        with daemon.dumped_on_failure():
+            subscriber.wait_for(
+                lambda ms: all(len(frames(ms, f"road{i}")) >= 20 for i in range(3)), 180,
+                "20 frames on each of three streams",
+            )
+    finally:
+        subscriber.close()
+    assert daemon.stop(timeout=20) == 0, daemon.log()
+    (report,) = reports(tmp_path / "acl")
+    batches = {int(k): v for k, v in report["executes_by_batch"].items()}
+    print(f"executes by batch size: {batches}")
+    # Three streams read as fast as they decode keep frames waiting: most inferences take
+    # more than one (on the 4 gear), none more than the config's batch.
+    assert max(batches) <= 4 and sum(v for k, v in batches.items() if k > 1) > 0, batches
+    assert report["violations"] == [] and report["leaks"] == [], report

@@ -153,6 +153,7 @@ class State:
         self.calls: Counter[str] = Counter()
         self.device_cpu_s = 0.0
         self.bytes_copied: Counter[str] = Counter()
+        self.batches: Counter[int] = Counter()  # model executions by batch size
         self.report_written: Path | None = None
 
     def new_handle(self) -> int:
@@ -415,6 +416,7 @@ def stats() -> dict[str, Any]:
         return {
             "device_cpu_s": round(STATE.device_cpu_s, 6),
             "bytes_copied": dict(STATE.bytes_copied),
+            "executes_by_batch": {str(k): v for k, v in sorted(STATE.batches.items())},
             "calls": sum(STATE.calls.values()),
         }
 

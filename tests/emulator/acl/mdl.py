@@ -448,6 +448,8 @@ def _run(model: Model, bound: _Bound) -> None:
             raw = np.ascontiguousarray(out, dtype=dtype).view(np.uint8).reshape(-1)
             span.view(raw.size)[:] = raw
         model.cur_batch = bound.batch
+        with STATE.lock:
+            STATE.batches[bound.batch] += 1
 
 
 @api("ret")
