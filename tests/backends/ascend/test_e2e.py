@@ -4,6 +4,7 @@ stop, and after a worker was killed with SIGKILL and restarted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -197,3 +198,24 @@ min_score = 0.4
     # more than one (on the 4 gear), none more than the config's batch.
     assert max(batches) <= 4 and sum(v for k, v in batches.items() if k > 1) > 0, batches
     assert report["violations"] == [] and report["leaks"] == [], report
+
+
+def test_without_pyacl_the_worker_is_a_boot_error_backed_off_not_a_crash_loop(
+    tmp_path: Path, assets: Path, om: Path, broker: Broker
+) -> None:
+    text = config(assets, om, om, broker, tmp_path / "state", with_cpu=False)
+    daemon = Daemon(tmp_path, text)  # no emulator on PYTHONPATH: `import acl` fails
+    daemon.env["PYTHONPATH"] = ""
+    daemon.start()
+    try:
+        with daemon.dumped_on_failure():
+            wait_until(lambda: "worker will restart" in daemon.log(), 60, "the first backoff")
+            log = [json.loads(line) for line in daemon.log().splitlines()
+                   if line.startswith("{")]
+            (backoff,) = [e for e in log if e.get("event") == "worker will restart"]
+            assert "CANN toolkit" in backoff["reason"] and "set_env.sh" in backoff["reason"]
+            assert backoff["reason"].startswith("exit code 3"), backoff  # EXIT_BOOT_ERROR
+            # boot_error_delay (5 s, +-20 % jitter), not the 0.5 s of a crash.
+            assert backoff["retry_in_s"] >= 4.0, backoff
+    finally:
+        assert daemon.stop(timeout=20) == 0, daemon.log()
