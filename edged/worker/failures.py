@@ -18,7 +18,7 @@ from edged.protocol import StreamReason
 from edged.urls import redact_text
 
 # An interrupted wait ends a little before or after the configured timeout.
-_TIMEOUT_SLACK = 0.9
+TIMEOUT_SLACK = 0.9
 
 
 class SourceFailure(Exception):
@@ -39,7 +39,7 @@ def _words(exc: BaseException) -> str:
 def opening(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure:
     """What an exception from opening a source (connect, handshake, stream description) means."""
     reason = _classify(exc)
-    timed_out = elapsed >= timeout * _TIMEOUT_SLACK
+    timed_out = elapsed >= timeout * TIMEOUT_SLACK
     if timed_out and reason in (StreamReason.INVALID_DATA, StreamReason.ERROR):
         return SourceFailure(
             StreamReason.NO_ANSWER, f"no answer within open_timeout ({timeout:g} s)"
@@ -52,7 +52,7 @@ def opening(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure
 def reading(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure:
     """What an exception from reading an opened source means."""
     reason = _classify(exc)
-    if elapsed >= timeout * _TIMEOUT_SLACK and reason in (
+    if elapsed >= timeout * TIMEOUT_SLACK and reason in (
         StreamReason.INVALID_DATA,
         StreamReason.ERROR,
         StreamReason.NO_ANSWER,

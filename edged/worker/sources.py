@@ -237,10 +237,10 @@ class StreamSource:
         ffmpeg: StreamLog,
     ) -> Outcome | None:
         last_frame = time.monotonic()
-        read_started = last_frame
         packets = container.demux()  # every stream: audio packets also prove the source alive
         while not self._stop.is_set():
             config = self.config
+            timeout = min(config.read_timeout, config.stall_timeout)  # what open_container set
             read_started = time.monotonic()
             try:
                 packet = next(packets, None)
@@ -248,10 +248,16 @@ class StreamSource:
                 ffmpeg.flush()
                 self._lost(clock)
                 elapsed = time.monotonic() - read_started
-                timeout = min(config.read_timeout, config.stall_timeout)
                 raise failures.reading(exc, elapsed, timeout) from exc
             if packet is None:
                 break
+            waited = time.monotonic() - read_started
+            if live and waited >= timeout * failures.TIMEOUT_SLACK:
+                # The read timeout ended a read that waited for data, yet FFmpeg's RTSP demuxer
+                # may still hand over what it had (a partial packet, which a frame-threaded
+                # decoder answers with an older frame): the source has stalled all the same.
+                self._lost(clock)
+                raise SourceFailure(StreamReason.STALLED, f"no data for {waited:.1f} s")
             if packet.stream.index != video.index:
                 frames: list[Any] = []
             else:

@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import msgspec
+import numpy as np
 import pytest
 
 from edged.backends import make_backend
@@ -173,3 +175,59 @@ def test_broken_stream_is_reported_and_retried_with_backoff(
     assert first_reason is reason, statuses.events
     assert "retrying in" in detail
     assert source.reconnects >= 3
+
+
+def audio_only(path: Path) -> Path:
+    """A Matroska file with one MP2 audio track and no video."""
+    with av.open(str(path), "w", format="matroska") as out:
+        audio = out.add_stream("mp2", rate=48000)
+        silence = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1152 * 2), np.int16), format="s16", layout="stereo"
+        )
+        silence.sample_rate = 48000
+        for i in range(20):
+            silence.pts = i * 1152
+            for packet in audio.encode(silence):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    return path
+
+
+def unknown_codec(path: Path, assets: Path) -> Path:
+    """The traffic clip's H.264 in Matroska, its codec id changed to one no decoder has."""
+    with (
+        av.open(str(assets / "media" / "traffic-720p.mp4")) as inp,
+        av.open(str(path), "w", format="matroska") as out,
+    ):
+        video = out.add_stream_from_template(inp.streams.video[0])
+        for packet, _ in zip(inp.demux(video=0), range(30), strict=False):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+    data = path.read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    path.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_EDGED/NOCODEC"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("audio only", StreamReason.NO_VIDEO), ("unknown codec", StreamReason.UNSUPPORTED_CODEC)],
+)
+def test_a_file_without_a_video_the_backend_can_decode_says_why(
+    tmp_path: Path, assets: Path, backend: Backend, kind: str, reason: StreamReason
+) -> None:
+    path = tmp_path / "odd.mkv"
+    video = audio_only(path) if kind == "audio only" else unknown_codec(path, assets)
+    board, statuses = FrameBoard(), Statuses()
+    source = StreamSource(stream(video, reconnect_delay=30), board, backend, statuses)
+    source.start()
+    try:
+        wait_until(lambda: bool(statuses.of("offline")), 10)
+    finally:
+        source.stop()
+        source.join(5)
+    (got, detail), *_ = statuses.reasons()
+    assert got is reason, detail
+    assert not statuses.of("online")
