@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a development/CI machine: system packages, a virtual env in .venv, edged in it.
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus the test and lint tools, mosquitto and systemd-analyze
+#   scripts/setup.sh --dev    plus the test and lint tools, mosquitto, systemd-analyze, and
+#                             debootstrap + systemd-nspawn for the boot test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ if [ "$dev" = 1 ]; then
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
             || missing+=("$package")
     done
+    # The boot test (tests/systemd/test_boot.py): a Debian root filesystem booted in a container.
+    command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         apt_install "${missing[@]}"

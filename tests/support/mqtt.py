@@ -26,7 +26,13 @@ class Message:
 
 class Subscriber:
     def __init__(
-        self, port: int, topics: tuple[str, ...] = ("#",), protocol: int = paho.MQTTv5
+        self,
+        port: int,
+        topics: tuple[str, ...] = ("#",),
+        protocol: int = paho.MQTTv5,
+        *,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.messages: list[Message] = []
         self._lock = threading.Lock()
@@ -36,6 +42,8 @@ class Subscriber:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *a: self._subscribed.set()
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.connect("127.0.0.1", port, keepalive=10)
         self._client.loop_start()
         if not self._subscribed.wait(10):
