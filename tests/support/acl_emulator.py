@@ -88,7 +88,10 @@ def run_snippet(
 
 def reports(report_dir: Path) -> list[dict[str, Any]]:
     """Every report written under report_dir, oldest first."""
-    paths = sorted(report_dir.glob("acl-*.json"), key=lambda p: p.stat().st_mtime)
+    paths = sorted(
+        (p for p in report_dir.glob("acl-*.json") if not p.name.endswith(".stats.json")),
+        key=lambda p: p.stat().st_mtime,
+    )
     return [json.loads(p.read_text()) for p in paths]
 
 
@@ -120,3 +123,9 @@ ok(acl.rt.destroy_context(ctx))
 ok(acl.rt.reset_device(0))
 ok(acl.finalize())
 """
+
+
+def stand_in_cpu_s(report_dir: Path, pid: int) -> float:
+    """The device stand-in CPU a running process has spent so far (ACL_EMU_STATS_INTERVAL)."""
+    path = report_dir / f"acl-{pid}.stats.json"
+    return float(json.loads(path.read_text())["device_cpu_s"])

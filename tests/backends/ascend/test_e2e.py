@@ -10,9 +10,16 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.support.acl_emulator import YOLOX_AIPP, emulator_env, reports, write_om
+from tests.support.acl_emulator import (
+    YOLOX_AIPP,
+    emulator_env,
+    reports,
+    stand_in_cpu_s,
+    write_om,
+)
 from tests.support.agreement import agree
 from tests.support.broker import Broker
 from tests.support.daemon import Daemon, wait_until
@@ -78,9 +85,44 @@ def as_found(detections: Any) -> list[tuple[str, float, list[float]]]:
 
 def started(tmp_path: Path, text: str, run_mode: str) -> Daemon:
     daemon = Daemon(tmp_path, text)
-    daemon.env.update(emulator_env(tmp_path / "acl", run_mode=run_mode))
+    daemon.env.update(emulator_env(tmp_path / "acl", run_mode=run_mode, stats_interval="0.1"))
     daemon.start()
     return daemon
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+class Window:
+    """Host CPU per frame of the cpu and the ascend worker over the same stretch of time; the
+    ascend worker's figure leaves out what the emulator spent standing in for the device."""
+
+    def __init__(self, daemon: Daemon, acl_dir: Path, subscriber: Subscriber) -> None:
+        workers = daemon.workers()
+        npu = [w for w in workers if (acl_dir / f"acl-{w.pid}.stats.json").exists()]
+        assert len(workers) == 2 and len(npu) == 1, (workers, list(acl_dir.iterdir()))
+        self.npu, self.cpu = npu[0], next(w for w in workers if w.pid != npu[0].pid)
+        self.acl_dir, self.subscriber = acl_dir, subscriber
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, int, int]:
+        messages = list(self.subscriber.messages)
+        return (
+            cpu_s(self.npu), stand_in_cpu_s(self.acl_dir, self.npu.pid), cpu_s(self.cpu),
+            len(frames(messages, "road-npu")), len(frames(messages, "road-cpu")),
+        )
+
+    def per_frame_ms(self) -> tuple[float, float, float]:
+        """(ascend host, ascend stand-in, cpu worker) core-ms a frame since the start."""
+        end = self._sample()
+        npu_cpu, stand_in, cpu_cpu, npu_frames, cpu_frames = (
+            b - a for a, b in zip(self.start, end, strict=True)
+        )
+        assert npu_frames > 0 and cpu_frames > 0, (self.start, end)
+        return (1000 * (npu_cpu - stand_in) / npu_frames, 1000 * stand_in / npu_frames,
+                1000 * cpu_cpu / cpu_frames)
 
 
 @pytest.fixture
@@ -103,6 +145,13 @@ def test_ascend_worker_detects_what_the_cpu_worker_detects(
                 return len(set(npu) & set(cpu) & set(range(1, FRAMES + 1))) >= FRAMES
 
             messages = subscriber.wait_for(enough, 180, f"{FRAMES} frames on both workers")
+            window = Window(daemon, tmp_path / "acl", subscriber)
+            counted = len(subscriber.messages)
+            def forty_more(ms: list[Message]) -> bool:
+                return all(len(frames(ms[counted:], f"road-{w}")) >= 40 for w in ("npu", "cpu"))
+
+            subscriber.wait_for(forty_more, 180, "40 more frames on both workers")
+            host_ms, stand_in_ms, cpu_ms = window.per_frame_ms()
     finally:
         subscriber.close()
     code = daemon.stop(timeout=20)
@@ -111,6 +160,10 @@ def test_ascend_worker_detects_what_the_cpu_worker_detects(
     common = sorted(set(npu) & set(cpu) & set(range(1, FRAMES + 1)))
     agreement = agree([as_found(cpu[f]) for f in common], [as_found(npu[f]) for f in common])
     print(f"{run_mode}: {len(common)} frames, {agreement.line()}")
+    print(f"{run_mode}: worker CPU a frame, same window: ascend host {host_ms:.2f} core-ms "
+          f"(emulated device {stand_in_ms:.2f} core-ms left out), cpu backend {cpu_ms:.2f}")
+    # The point of the NPU path: the host does the glue, not the decode, resize and inference.
+    assert 0 < host_ms < cpu_ms / 2, (host_ms, stand_in_ms, cpu_ms)
     assert agreement.reference >= 3 * FRAMES  # cars, trucks: several a frame
     assert agreement.matched >= 0.9 * agreement.reference, agreement.line()
     assert agreement.mean_iou > 0.9, agreement.line()

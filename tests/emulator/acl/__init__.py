@@ -15,6 +15,7 @@ Environment:
   ACL_EMU_DEVICES      number of devices (default 1)
   ACL_EMU_DRAIN_TIMEOUT seconds a VDEC drain / thread join may take before it is a deadlock (10)
   ACL_EMU_POISON       1 (default): new memory is filled with 0xCD; 0: zeros
+  ACL_EMU_STATS_INTERVAL seconds: also write acl-<pid>.stats.json (device CPU, bytes) that often
 
 An `acl.*` call never raises: failures come back as the real call's return shape (a code, a
 `(value, code)` tuple, or 0 for value-only calls), and each broken rule is printed to stderr and
@@ -76,6 +77,7 @@ def init(config_path: str | None = None) -> int:
         violation("1", _core.REPEAT_INITIALIZE, "acl.init after acl.finalize in one process "
                   "(restart the process instead)")
     STATE.initialized = True
+    _core.start_stats_writer()
     return 0
 
 

@@ -459,6 +459,28 @@ def write_report() -> Path | None:
     return path
 
 
+def start_stats_writer() -> None:
+    """With ACL_EMU_STATS_INTERVAL=seconds, write stats() to acl-<pid>.stats.json that often, so
+    a bench can read the device stand-in's CPU over a window while the process runs."""
+    interval = float(os.environ.get("ACL_EMU_STATS_INTERVAL", "0") or 0)
+    if interval <= 0:
+        return
+    path = STATE.settings.report_dir / f"acl-{os.getpid()}.stats.json"
+
+    def loop() -> None:
+        while True:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"time": time.monotonic(), **stats()}))
+                tmp.replace(path)
+            except OSError:
+                pass
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name="acl-emulator-stats", daemon=True).start()
+
+
 @atexit.register
 def _at_exit() -> None:
     if STATE.initialized and not STATE.finalized:
