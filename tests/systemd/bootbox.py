@@ -109,10 +109,27 @@ def _locked(cache: Path) -> Iterator[None]:
         yield
 
 
+# A layer unused for this long is deleted when another is built. Not at once: a run from another
+# checkout (other dependencies) may have it mounted as its overlay's lower layer right now.
+STALE_S = 24 * 3600
+
+
+def _used(layer: Path) -> Path:
+    # A marker beside the layer, not the layer itself: a mounted overlay's lower layer must not
+    # change.
+    layer.with_name(layer.name + ".used").touch()
+    return layer
+
+
 def _prune(cache: Path, prefix: str, keep: Path) -> None:
     for old in cache.glob(f"{prefix}-*"):
-        if old != keep:
+        if old == keep or old.suffix in (".used", ".building"):
+            continue
+        marker = old.with_name(old.name + ".used")
+        last = marker.stat().st_mtime if marker.exists() else old.stat().st_mtime
+        if time.time() - last > STALE_S:
             shutil.rmtree(old, ignore_errors=True)
+            marker.unlink(missing_ok=True)
 
 
 def nspawn_run(
@@ -143,7 +160,7 @@ def base_rootfs(cache: Path) -> Path:
     target = cache / f"debian12-{_key(SUITE, mirror, *PACKAGES)}"
     with _locked(cache):
         if (target / "usr/lib/systemd/systemd").exists():
-            return target
+            return _used(target)
         start = time.monotonic()
         building = target.with_name(target.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
@@ -155,7 +172,7 @@ def base_rootfs(cache: Path) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"debootstrap from {mirror} failed:\n{done.stdout[-4000:]}\n"
                                f"{done.stderr[-4000:]}")
-        building.rename(target)
+        _used(building.rename(target))
         _prune(cache, "debian12", target)
         timed(f"debootstrap {SUITE} from {mirror}", start)
     return target
@@ -200,7 +217,7 @@ def venv_layer(cache: Path, base: Path) -> Path:
     target = cache / f"venv-{_key(base.name, *deps)}"
     with _locked(cache):
         if (target / "opt/edged/venv/bin/python").exists():
-            return target
+            return _used(target)
         start = time.monotonic()
         building = target.with_name(target.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
@@ -217,7 +234,7 @@ def venv_layer(cache: Path, base: Path) -> Path:
             env=env,
             timeout=900,
         )
-        building.rename(target)
+        _used(building.rename(target))
         _prune(cache, "venv", target)
         timed("venv layer with edged's dependencies from PyPI", start)
     return target
