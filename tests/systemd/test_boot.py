@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.broker import Broker
@@ -327,6 +329,48 @@ def test_live_reload_applies_and_a_bad_reload_keeps_the_running_config(box: Box)
     box.write_config()
     box.sh("systemctl reload edged")
     wait_until(lambda: status().endswith(f"config gen {generation + 2}"), 60, "reload back")
+
+
+def host_address() -> str:
+    """An IPv4 address of this host other than loopback (the machine shares the network)."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return str(address.address)
+    raise AssertionError("this host has no IPv4 address besides loopback")
+
+
+def test_the_ip_allow_list_is_enforced_by_the_kernel(box: Box) -> None:
+    # network.conf allows localhost only. The broker listens on 127.0.0.1, so at the host's
+    # other address the kernel refuses at once (ECONNREFUSED); under the unit, the BPF firewall
+    # drops the SYN and the connect times out. Without bpf() in the container, systemd would
+    # silently not apply IPAddressDeny= and edged would see the refusal.
+    box.ensure_running()
+    address = host_address()
+    connect = f"import socket; socket.create_connection(('{address}', {box.broker.port}), 5)"
+    plain = box.sh(f'python3 -c "{connect}" 2>&1', check=False).stdout
+    assert "ConnectionRefusedError" in plain, plain
+    cursor = box.cursor()
+    moved = CONFIG.format(port=box.broker.port, min_score="0.4").replace(
+        "127.0.0.1", address
+    )
+    try:
+        box.write_config(text=moved)
+        box.sh("systemctl reload edged")
+
+        def refused() -> list[str]:
+            return [
+                e["MESSAGE"] for e in box.journal_json(cursor, max_priority=4)
+                if e["MESSAGE"].startswith("mqtt_connect_failed")
+            ]
+
+        wait_until(lambda: refused() != [], 30, "a failed connect to the broker's other address")
+        assert "timed out" in refused()[0], refused()
+    finally:
+        box.write_config()
+        box.sh("systemctl reload edged")
+    online = "mqtt connected"
+    wait_until(lambda: online in box.show("StatusText")["StatusText"], 60, online)
 
 
 def test_watchdog_kills_and_restarts_a_stopped_supervisor(box: Box) -> None:
