@@ -64,8 +64,9 @@ class Outbox:
         self.disk_error = ""
         seqs: dict[str, int] = {}
         try:
-            # Synchronous once, at construction (before traffic): opening and reading the seq table
-            # takes milliseconds, and seq numbers must be known before the first message.
+            # Synchronous once, at construction: seq numbers must be known before the first
+            # message. The daemon constructs its publisher before the event loop starts
+            # (`edged.cli`), so this never runs on the loop there.
             self._store = Store(state_dir, disk_bytes)
             seqs = self._store.load_seqs()
             self._next_oid = self._store.next_oid()
