@@ -243,10 +243,13 @@ class Connection:
 
     async def _wait(self, fut: asyncio.Future[Any], timeout: float, why: str) -> Any:
         waiting = asyncio.ensure_future(asyncio.wait_for(asyncio.shield(fut), timeout))
-        await asyncio.wait([waiting, self.closed], return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            waiting.cancel()
-            raise ConnectionLost(self.closed.result())
+        try:
+            await asyncio.wait([waiting, self.closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiting.done():
+                waiting.cancel()  # the connection ended, or our caller was cancelled
+        if not waiting.done() or waiting.cancelled():
+            raise ConnectionLost(self.closed.result() if self.closed.done() else "cancelled")
         try:
             return waiting.result()
         except TimeoutError:
