@@ -145,8 +145,10 @@ class StreamSource:
         batch_scheduling()
         delay = self.config.reconnect_delay
         with StreamLog(self.name) as ffmpeg:
+            # "starting" before the first attempt only: while a failed stream is retried, its
+            # retained status stays offline with the reason, for whoever looks at that moment.
+            self._on_status(self.name, "starting", StreamReason.NONE, "")
             while not self._stop.is_set():
-                self._on_status(self.name, "starting", StreamReason.NONE, "")
                 try:
                     outcome = self._play(ffmpeg)
                 except SourceFailure as failure:

@@ -4,12 +4,16 @@ A real `edged run` with cameras on the real RTSP server: one with the right pass
 detect), one with a wrong password, one with none, a missing mount, a refused port and a silent
 server. Everything edged wrote is then searched for both passwords (plain and percent-encoded):
 its log and stdout, every MQTT message a `#` subscriber saw and the retained ones a late
-subscriber is sent. The log must be JSON lines only (FFmpeg's own messages included, with the
-stream's name), and the status and health of each camera must carry its reason.
+subscriber is sent, and the files in its state directory; a camera that drops the connection
+mid-stream (and is reopened) puts its URL through the error path too. While a failing camera is
+retried its status stays offline with its reason. The log must be JSON lines only (FFmpeg's own
+messages included, with the stream's name), and the status and health of each camera must carry
+its reason.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from pathlib import Path
@@ -19,7 +23,7 @@ from tests.support.broker import Broker
 from tests.support.daemon import Daemon
 from tests.support.mqtt import Message, Subscriber
 from tests.support.rtsp import RTSP_PASSWORD, RTSP_USER, RtspServer
-from tests.support.rtsp_faults import SilentServer
+from tests.support.rtsp_faults import Proxy, SilentServer
 
 NODE = "cams"
 WRONG_PASSWORD = "Wr0ng:pa55/word"
@@ -34,14 +38,23 @@ EXPECTED = {
 
 
 def leaks(text: str) -> list[str]:
-    forms = (RTSP_PASSWORD, quote(RTSP_PASSWORD, safe=""), WRONG_PASSWORD)
-    return [f for f in (*forms, quote(WRONG_PASSWORD, safe="")) if f in text]
+    forms = [RTSP_PASSWORD, quote(RTSP_PASSWORD, safe=""), WRONG_PASSWORD]
+    forms += [quote(WRONG_PASSWORD, safe="")]
+    # and as an RTSP Basic Authorization header carries them
+    forms += [base64.b64encode(f"{RTSP_USER}:{p}".encode()).decode() for p in forms[::2]]
+    return [f for f in forms if f in text]
 
 
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def published(messages: list[Message], stream: str) -> list[dict]:  # type: ignore[type-arg]
+    """A camera's status messages as edged published them (not retained copies)."""
+    topic = f"edged/{NODE}/{stream}/status"
+    return [m.json() for m in messages if m.topic == topic and not m.retain]
 
 
 def config(assets: Path, broker: Broker, state: Path, cameras: dict[str, str]) -> str:
@@ -75,9 +88,11 @@ def config(assets: Path, broker: Broker, state: Path, cameras: dict[str, str]) -
 def test_passwords_stay_in_and_failing_cameras_say_why(
     tmp_path: Path, assets: Path, broker: Broker, rtsp_server: RtspServer
 ) -> None:
-    with SilentServer() as silent:
+    with SilentServer() as silent, Proxy(rtsp_server.port, close_after_bytes=400_000) as dropping:
+        userinfo = f"{RTSP_USER}:{quote(RTSP_PASSWORD, safe='')}"
         cameras = {
             "good": rtsp_server.url("/secure", user=RTSP_USER, password=RTSP_PASSWORD),
+            "dropping": dropping.url("/secure", userinfo),
             "wrongpass": rtsp_server.url("/secure", user=RTSP_USER, password=WRONG_PASSWORD),
             "nopass": rtsp_server.url("/secure"),
             "missing": rtsp_server.url("/missing"),
@@ -94,9 +109,21 @@ def test_passwords_stay_in_and_failing_cameras_say_why(
                 def settled(messages: list[Message]) -> bool:
                     health = [m.json() for m in messages if m.topic == HEALTH]
                     detected = any(m.topic == f"edged/{NODE}/good/detections" for m in messages)
-                    return detected and any(
-                        all(h["streams"][n]["reason"] == r for n, r in EXPECTED.items())
-                        for h in health
+                    # each failing camera retried at least once, the dropping one reopened
+                    retried = all(
+                        sum(s["status"] == "offline" for s in published(messages, n)) >= 2
+                        for n in EXPECTED
+                    )
+                    reopened = [s["status"] for s in published(messages, "dropping")]
+                    return (
+                        detected
+                        and retried
+                        and "offline" in reopened
+                        and "online" in reopened[reopened.index("offline") :]
+                        and any(
+                            all(h["streams"][n]["reason"] == r for n, r in EXPECTED.items())
+                            for h in health
+                        )
                     )
 
                 messages = subscriber.wait_for(settled, 60, "detections and every reason")
@@ -118,8 +145,12 @@ def test_passwords_stay_in_and_failing_cameras_say_why(
         stream = health["streams"][name]
         assert (stream["status"], stream["reason"]) == ("offline", reason), stream
         assert stream["detail"], stream
-    statuses = [m.json() for m in messages if m.topic == f"edged/{NODE}/wrongpass/status"]
-    assert any(s["reason"] == "unauthorized" and s["detail"] for s in statuses), statuses
+    for name, reason in EXPECTED.items():
+        # once offline, every status published says why (the retained one at any moment does)
+        statuses = published(messages, name)
+        first = next(i for i, s in enumerate(statuses) if s["status"] == "offline")
+        assert {(s["status"], s["reason"]) for s in statuses[first:]} == {("offline", reason)}
+        assert all(s["detail"] for s in statuses[first:]), statuses
 
     everything = subscriber.snapshot() + retained
     for message in everything:
@@ -127,6 +158,9 @@ def test_passwords_stay_in_and_failing_cameras_say_why(
     log = daemon.log_path.read_text()
     written = log + daemon.out_path.read_text()
     assert not leaks(written)
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert not leaks(path.read_bytes().decode(errors="replace")), path
     # The log is JSON lines only; FFmpeg's own messages among them, with the camera's name.
     records = [json.loads(line) for line in log.splitlines() if line.strip()]
     ffmpeg = [r for r in records if r.get("event") == "ffmpeg"]
