@@ -434,6 +434,7 @@ def report() -> dict[str, Any]:
         "violations": list(STATE.violations),
         "violation_counts": dict(STATE.violation_counts),
         "leaks": leaks() if not STATE.poisoned else [],
+        "calls_by_name": dict(sorted(STATE.calls.items())),
         **stats(),
     }
 
