@@ -144,7 +144,7 @@ def test_several_inputs_run_as_one_batch_on_a_gear(tmp_path: Path, assets: Path,
 
 
 def test_a_float_model_without_aipp_and_a_wrong_input_kind(
-    tmp_path: Path, model_path: Path
+    tmp_path: Path, assets: Path, model_path: Path
 ) -> None:
     plain = write_om(tmp_path / "plain.om", model_path)
     done = run_snippet((BACKEND, f"""
@@ -160,10 +160,31 @@ def test_a_float_model_without_aipp_and_a_wrong_input_kind(
     done = run_snippet((BACKEND, f"""
         import numpy as np
         from edged.backends.base import ModelInput
+        import av
+        from edged.config.model import StreamConfig
+        from edged.worker.detector import Detector
         w = WorkerConfig(name="npu", model={str(plain)!r}, backend="ascend", input_kind="float")
         b = AscendBackend(w); b.load(); b.warm_up()
         (out,) = b.infer([ModelInput(np.full((1, 3, 416, 416), 114, np.float32), 1.0, 416, 416)])
         assert out.shape == (1, 3549, 85), out.shape
+        # Frames decoded and letterboxed on the host, the tensor copied to the device.
+        video = {str(assets / "media" / "traffic-720p.mp4")!r}
+        detector, cars, frames = Detector(w), 0, 0
+        with av.open(video) as c:
+            s = c.streams.video[0]
+            path = b.media_path(s, StreamConfig(name="s", source=video, worker="npu"))
+            for p in c.demux(s):
+                for f in path.decode(p):
+                    mi = path.prepare(f)
+                    (o,) = b.infer([mi])
+                    path.release(mi)
+                    found = detector.postprocess(o, mi.scale, mi.width, mi.height, 0.4)
+                    cars += sum(label == "car" for label, _, _, _ in found)
+                    frames += 1
+                if frames >= 5:
+                    break
+            path.close()
+        assert type(path).__name__ == "HostMediaPath" and cars >= 10, (type(path), cars)
         b.close()
         """), tmp_path / "r")
     assert done.returncode == 0, done.stderr
