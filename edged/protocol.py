@@ -137,6 +137,7 @@ class StreamReason(enum.StrEnum):
     FORBIDDEN = "forbidden"  # 403, or a file the worker may not read
     NOT_FOUND = "not_found"  # 404, no such path on the camera, no such file or device
     CONNECTION_REFUSED = "connection_refused"  # nothing listens on that host and port
+    SERVER_ERROR = "server_error"  # HTTP 5xx: the camera or server failed to answer properly
     UNREACHABLE = "unreachable"  # unknown host name, no route to the host
     NO_ANSWER = "no_answer"  # connected (or not) but no stream description within open_timeout
     NO_VIDEO = "no_video_track"  # the source has no video stream

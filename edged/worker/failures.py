@@ -32,13 +32,36 @@ class SourceFailure(Exception):
         self.played = False
 
 
-def _words(exc: BaseException) -> str:
-    return redact_text(str(exc)) or type(exc).__name__
+def _words(exc: BaseException, ffmpeg_said: str) -> str:
+    """The error in words: FFmpeg's error text and what FFmpeg logged for this stream.
+
+    Not str() of a PyAV error: it quotes the URL and appends FFmpeg's last error log line, which
+    is process-wide and may belong to another stream.
+    """
+    if isinstance(exc, av.error.FFmpegError):
+        words = exc.strerror or type(exc).__name__
+    else:
+        words = redact_text(str(exc)) or type(exc).__name__
+    return f"{words}; FFmpeg: {ffmpeg_said}" if ffmpeg_said else words
 
 
-def opening(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure:
-    """What an exception from opening a source (connect, handshake, stream description) means."""
-    reason = _classify(exc)
+# What FFmpeg logs when its error code says no more than "Input/output error".
+_SAID = (
+    ("resolve hostname", StreamReason.UNREACHABLE),
+    ("network is unreachable", StreamReason.UNREACHABLE),
+    ("no route to host", StreamReason.UNREACHABLE),
+    ("connection refused", StreamReason.CONNECTION_REFUSED),
+    ("401 unauthorized", StreamReason.UNAUTHORIZED),
+    ("404 not found", StreamReason.NOT_FOUND),
+)
+
+
+def opening(
+    exc: BaseException, elapsed: float, timeout: float, ffmpeg_said: str = ""
+) -> SourceFailure:
+    """What an exception from opening a source (connect, handshake, stream description) means;
+    `ffmpeg_said`: the last message FFmpeg logged for this stream during the attempt."""
+    reason = _classify(exc, ffmpeg_said)
     timed_out = elapsed >= timeout * TIMEOUT_SLACK
     if timed_out and reason in (StreamReason.INVALID_DATA, StreamReason.ERROR):
         return SourceFailure(
@@ -46,12 +69,14 @@ def opening(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure
         )
     if reason is StreamReason.STALLED:
         reason = StreamReason.NO_ANSWER
-    return SourceFailure(reason, _detail(reason, exc))
+    return SourceFailure(reason, _detail(reason, exc, ffmpeg_said))
 
 
-def reading(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure:
+def reading(
+    exc: BaseException, elapsed: float, timeout: float, ffmpeg_said: str = ""
+) -> SourceFailure:
     """What an exception from reading an opened source means."""
-    reason = _classify(exc)
+    reason = _classify(exc, ffmpeg_said)
     if elapsed >= timeout * TIMEOUT_SLACK and reason in (
         StreamReason.INVALID_DATA,
         StreamReason.ERROR,
@@ -60,7 +85,7 @@ def reading(exc: BaseException, elapsed: float, timeout: float) -> SourceFailure
         reason = StreamReason.STALLED
     if reason is StreamReason.STALLED:
         return SourceFailure(reason, f"no data for {elapsed:.1f} s")
-    return SourceFailure(reason, _detail(reason, exc))
+    return SourceFailure(reason, _detail(reason, exc, ffmpeg_said))
 
 
 _WORDS = {
@@ -68,24 +93,38 @@ _WORDS = {
     StreamReason.FORBIDDEN: "the source refused access",
     StreamReason.NOT_FOUND: "no such stream, path or file",
     StreamReason.CONNECTION_REFUSED: "connection refused: nothing listens on that host and port",
-    StreamReason.UNREACHABLE: "host not reachable",
+    StreamReason.SERVER_ERROR: "the server failed",
+    StreamReason.UNREACHABLE: "host unknown or not reachable",
     StreamReason.DISCONNECTED: "the source closed the connection",
     StreamReason.INVALID_DATA: "not a stream or file that can be read",
 }
 
 
-def _detail(reason: StreamReason, exc: BaseException) -> str:
+def _detail(reason: StreamReason, exc: BaseException, ffmpeg_said: str) -> str:
     words = _WORDS.get(reason)
-    return f"{words} ({_words(exc)})" if words else _words(exc)
+    said = _words(exc, ffmpeg_said)
+    return f"{words} ({said})" if words else said
 
 
-def _classify(exc: BaseException) -> StreamReason:
+def _classify(exc: BaseException, ffmpeg_said: str) -> StreamReason:
+    reason = _classify_error(exc)
+    if reason in (StreamReason.ERROR, StreamReason.INVALID_DATA):
+        said = ffmpeg_said.lower()
+        for words, meant in _SAID:
+            if words in said:
+                return meant
+    return reason
+
+
+def _classify_error(exc: BaseException) -> StreamReason:
     if isinstance(exc, av.error.HTTPUnauthorizedError):
         return StreamReason.UNAUTHORIZED
     if isinstance(exc, av.error.HTTPForbiddenError | PermissionError):
         return StreamReason.FORBIDDEN
     if isinstance(exc, av.error.HTTPNotFoundError | FileNotFoundError):
         return StreamReason.NOT_FOUND
+    if isinstance(exc, av.error.HTTPServerError):
+        return StreamReason.SERVER_ERROR
     if isinstance(exc, ConnectionRefusedError):
         return StreamReason.CONNECTION_REFUSED
     if isinstance(exc, ConnectionError | EOFError):  # reset, aborted, broken pipe, end of file

@@ -46,17 +46,31 @@ def install() -> None:
         # them all (they propagate to it), redacts and writes them like every other line.
         libav.addHandler(_ToStructlog())
         libav.propagate = False
+        # PyAV's own repeat suppression is process-wide: it holds back a message and emits it
+        # later into whichever thread logs next, so one stream's line could carry another's
+        # name. StreamLog folds repeats per stream instead.
+        av.logging.set_skip_repeated(False)
         av.logging.set_level(av.logging.WARNING)
 
 
 class StreamLog:
-    """Captures FFmpeg's messages in the calling thread; `flush()` logs them with the stream."""
+    """Captures FFmpeg's messages in the calling thread; `flush()` logs them with the stream.
+
+    A message repeated back to back (a corrupt stream can make the decoder say the same thing
+    for every frame) is logged once, then once more with its count when something else is said.
+    """
 
     def __init__(self, stream: str) -> None:
         install()
         self._stream = stream
         self._capture = av.logging.Capture(local=True)
         self._logs: list[tuple[int, str, str]] = []
+        self._previous: tuple[int, str, str] | None = None
+        self._repeats = 0
+        # The last thing FFmpeg said in this thread (redacted): why an open or read failed in
+        # FFmpeg's words, which its error codes often do not tell (a host name that does not
+        # resolve is only "Input/output error").
+        self.last = ""
 
     def __enter__(self) -> StreamLog:
         self._logs = self._capture.__enter__()
@@ -64,15 +78,37 @@ class StreamLog:
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
+        self._write_repeats()
         self._capture.__exit__(None, None, None)
+
+    def forget(self) -> None:
+        """Start a new attempt: `last` is about this attempt only."""
+        self.flush()
+        self.last = ""
 
     def flush(self) -> None:
         """Write what FFmpeg said since the last flush (cheap when it said nothing)."""
         logs = self._logs
         while logs:
-            level, component, message = logs.pop(0)
-            text = redact_text(message.strip())
-            if level <= av.logging.ERROR:
-                log.error("ffmpeg", stream=self._stream, component=component, message=text)
-            else:
-                log.warning("ffmpeg", stream=self._stream, component=component, message=text)
+            entry = logs.pop(0)
+            if entry == self._previous:
+                self._repeats += 1
+                continue
+            self._write_repeats()
+            self._previous = entry
+            level, component, message = entry
+            self.last = redact_text(message.strip())
+            self._write(level, component, self.last)
+
+    def _write_repeats(self) -> None:
+        if self._repeats and self._previous is not None:
+            level, component, message = self._previous
+            text = f"{redact_text(message.strip())} (repeated {self._repeats} more times)"
+            self._write(level, component, text)
+        self._repeats = 0
+
+    def _write(self, level: int, component: str, text: str) -> None:
+        if level <= av.logging.ERROR:
+            log.error("ffmpeg", stream=self._stream, component=component, message=text)
+        else:
+            log.warning("ffmpeg", stream=self._stream, component=component, message=text)

@@ -183,14 +183,15 @@ class StreamSource:
         clock = _Clock()
         while True:
             config = self.config
+            ffmpeg.forget()
             started = time.monotonic()
             try:
                 container = open_container(config)
             except (av.error.FFmpegError, OSError) as exc:
                 elapsed = time.monotonic() - started
-                raise failures.opening(exc, elapsed, config.open_timeout) from exc
-            finally:
                 ffmpeg.flush()
+                raise failures.opening(exc, elapsed, config.open_timeout, ffmpeg.last) from exc
+            ffmpeg.flush()
             try:
                 ended = self._demux(container, clock, ffmpeg)
             except SourceFailure as failure:
@@ -250,7 +251,7 @@ class StreamSource:
                 ffmpeg.flush()
                 self._lost(clock)
                 elapsed = time.monotonic() - read_started
-                raise failures.reading(exc, elapsed, timeout) from exc
+                raise failures.reading(exc, elapsed, timeout, ffmpeg.last) from exc
             if packet is None:
                 break
             waited = time.monotonic() - read_started
@@ -272,6 +273,8 @@ class StreamSource:
             for frame in frames:
                 last_frame = time.monotonic()
                 self._frame(path, frame, clock, live, config)
+            if frames:
+                ffmpeg.last = ""  # what FFmpeg said before a good frame is not why it fails
             if live and time.monotonic() - last_frame > config.stall_timeout:
                 self._lost(clock)
                 raise SourceFailure(

@@ -4,6 +4,8 @@ delays, never in a hot loop."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
 import threading
 import time
@@ -194,8 +196,8 @@ def audio_only(path: Path) -> Path:
     return path
 
 
-def unknown_codec(path: Path, assets: Path) -> Path:
-    """The traffic clip's H.264 in Matroska, its codec id changed to one no decoder has."""
+def short_clip(path: Path, assets: Path) -> Path:
+    """The traffic clip's first 30 H.264 packets in Matroska (streamable: no index at the end)."""
     with (
         av.open(str(assets / "media" / "traffic-720p.mp4")) as inp,
         av.open(str(path), "w", format="matroska") as out,
@@ -205,6 +207,12 @@ def unknown_codec(path: Path, assets: Path) -> Path:
             if packet.size:
                 packet.stream = video
                 out.mux(packet)
+    return path
+
+
+def unknown_codec(path: Path, assets: Path) -> Path:
+    """The traffic clip's H.264 in Matroska, its codec id changed to one no decoder has."""
+    short_clip(path, assets)
     data = path.read_bytes()
     assert data.count(b"V_MPEG4/ISO/AVC") == 1
     path.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_EDGED/NOCODEC"))
@@ -231,3 +239,88 @@ def test_a_file_without_a_video_the_backend_can_decode_says_why(
     (got, detail), *_ = statuses.reasons()
     assert got is reason, detail
     assert not statuses.of("online")
+
+
+def test_an_unknown_host_is_unreachable_in_words_without_the_password(backend: Backend) -> None:
+    # .invalid never resolves (RFC 2606); FFmpeg's error code says only "Input/output error",
+    # its log says why, and that is what the reason is made from.
+    board, statuses = FrameBoard(), Statuses()
+    url = "rtsp://admin:Hunter2@camera.invalid/live"
+    source = StreamSource(stream(url, reconnect_delay=30), board, backend, statuses)
+    source.start()
+    try:
+        wait_until(lambda: bool(statuses.of("offline")), 15)
+    finally:
+        source.stop()
+        source.join(5)
+    (reason, detail), *_ = statuses.reasons()
+    assert reason is StreamReason.UNREACHABLE, detail
+    assert "camera.invalid" in detail and "Hunter2" not in detail
+
+
+class MediaServer:
+    """A plain HTTP server over the shared media folder (an HTTP camera or a video URL)."""
+
+    def __init__(self, root: Path) -> None:
+        handler = functools.partial(QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_http_sources_play_and_a_missing_one_is_not_found(
+    assets: Path, tmp_path: Path, backend: Backend
+) -> None:
+    short_clip(tmp_path / "clip.mkv", assets)
+    server = MediaServer(tmp_path)
+    board = FrameBoard()
+    playing, missing = Statuses(), Statuses()
+    sources = [
+        StreamSource(
+            stream(server.url("clip.mkv"), name="web", reconnect_delay=0.2),
+            board,
+            backend,
+            playing,
+        ),
+        StreamSource(
+            stream(server.url("missing.mp4"), name="gone", reconnect_delay=30),
+            board,
+            backend,
+            missing,
+        ),
+    ]
+    for source in sources:
+        source.start()
+    taken = 0
+    try:
+        # An HTTP source is live: at the end of the file it is a disconnect, and it reconnects.
+        deadline = time.monotonic() + 60
+        while len(playing.of("online")) < 2:
+            assert time.monotonic() < deadline, playing.events
+            packet = board.take(0.5)
+            if packet is not None:
+                taken += 1
+                release(packet)
+        wait_until(lambda: bool(missing.of("offline")), 10)
+    finally:
+        for source in sources:
+            source.stop()
+            source.join(5)
+        server.close()
+    assert taken > 10
+    assert [r for r, _ in playing.reasons()][:1] == [StreamReason.DISCONNECTED]
+    assert [r for r, _ in missing.reasons()] == [StreamReason.NOT_FOUND]
