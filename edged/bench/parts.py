@@ -5,10 +5,9 @@ only thing of ours using the CPU. Every part goes through the same code the work
 through `edged.worker.sources.open_container` and decoding through the CPU backend's media path
 (every frame, as a source decodes), letterbox through its `HostPreprocess` (the Y/U/V planes
 resized, colour converted on the small image), inference through the configured backend and box
-decoding through `Detector`. Costs are CPU time of the
-whole process (FFmpeg's and ONNX Runtime's own threads included) per frame. A crash here (a file
-that does not decode, a model that does not load) ends the bench with the reason; nothing is left
-running.
+decoding through `Detector`. Costs are CPU time of the whole process (FFmpeg's and ONNX Runtime's
+own threads included) per frame. A crash here (a file that does not decode, a model that does not
+load) ends the bench with the reason; nothing is left running.
 """
 
 from __future__ import annotations
@@ -93,6 +92,7 @@ def measure_decode(
                     last = frame
                     if decoded % 37 == 0 and len(samples) < 8:
                         samples.append(frame)
+            path.close()
             if decoded == before:
                 raise RuntimeError(f"no frames in {video}")
         finally:

@@ -324,3 +324,25 @@ def test_http_sources_play_and_a_missing_one_is_not_found(
     assert taken > 10
     assert [r for r, _ in playing.reasons()][:1] == [StreamReason.DISCONNECTED]
     assert [r for r, _ in missing.reasons()] == [StreamReason.NOT_FOUND]
+
+
+def test_a_live_paced_stream_drops_what_the_detector_does_not_take(
+    assets: Path, backend: Backend
+) -> None:
+    """A camera-paced stream never waits for the detector: its waiting frame is replaced by the
+    newest and the replaced ones are counted; the one finally taken is recent."""
+    board, statuses = FrameBoard(), Statuses()
+    video = assets / "media" / "traffic-720p.mp4"  # 30 fps
+    source = StreamSource(stream(video), board, backend, statuses)
+    source.start()
+    try:
+        wait_until(lambda: source.frames_in >= 30, 10)  # a second of frames nobody takes
+        packet = board.take(1.0)
+        assert packet is not None
+        release(packet)
+        frames_in, dropped = source.frames_in, source.frames_dropped
+    finally:
+        source.stop()
+        source.join(5)
+    assert dropped >= frames_in - 3, (frames_in, dropped)  # all but the newest were replaced
+    assert packet.index >= frames_in - 2, (packet.index, frames_in)
