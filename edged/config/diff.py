@@ -23,6 +23,11 @@ _IN_PLACE = (
     "open_timeout",
     "read_timeout",
     "stall_timeout",
+    # read by the worker's tracker at its next frame (open events stay open)
+    "detections",
+    "tracking",
+    "zones",
+    "lines",
 )
 # Settings of the opened container or decoder: the stream is reopened.
 _REOPEN = ("source", "worker", "rtsp_transport", "decoder_threads")

@@ -129,6 +129,82 @@ class WorkerConfig(Base, frozen=True):
     restart: RestartConfig = msgspec.field(default_factory=RestartConfig)
 
 
+Point = tuple[float, float]
+
+
+class TrackingConfig(Base, frozen=True):
+    """Objects with a life per stream (`[streams.tracking]`): tracks, events, counts, snapshots.
+
+    Every time is in seconds, so the same settings hold at any `detect_fps`.
+    """
+
+    enabled: bool = True
+    # A detection at least this sure starts a track and is matched first (ByteTrack's high
+    # stage); between `keep_score` and this it only keeps an existing track alive (low stage).
+    # Hysteresis: an object must be seen clearly to start, then survives blurred frames.
+    track_score: Score = 0.5
+    keep_score: Score = 0.2
+    # Minimum overlap (IoU) between a track's predicted box and a detection to match them.
+    match_iou: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.2
+    # A new track must be matched for this long (and at least twice) before its `new` event.
+    confirm_s: Annotated[float, msgspec.Meta(ge=0)] = 0.3
+    # A track not matched for this long ends (`left` when it was last seen leaving the frame,
+    # else `lost`).
+    lost_s: Seconds = 1.5
+    # An object that has not moved more than a quarter of its size for this long is
+    # stationary: one `update`, and it is kept through missed detections for `stationary_lost_s`
+    # (a parked car stays one event).
+    stationary_s: Seconds = 10.0
+    stationary_lost_s: Seconds = 60.0
+    # Seconds between two `update` events of one object at most (changes in between are
+    # gathered into the next one).
+    update_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # A per-label count must hold its new value this long before it is published.
+    count_hold_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # Best-frame snapshot per event: "crop" (the object with a margin), "frame" (the whole frame
+    # with the box drawn) or "off".
+    snapshot: Literal["crop", "frame", "off"] = "crop"
+    # Largest side of a snapshot in pixels and the most bytes it may take (quality is lowered
+    # until it fits).
+    snapshot_size: Annotated[int, msgspec.Meta(ge=32, le=4096)] = 640
+    snapshot_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 200_000
+    # Keep each event's snapshot in <state_dir>/snapshots/<stream>/ for this many days (0: not
+    # kept on disk).
+    snapshot_keep_days: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class ZoneConfig(Base, frozen=True):
+    """A polygon (`[[streams.zones]]`); an object is in it by its box's bottom centre."""
+
+    name: Name
+    # At least 3 [x, y] points, in pixels of the frame, or fractions of its width and height
+    # with `normalized = true`.
+    points: Annotated[tuple[Point, ...], msgspec.Meta(min_length=3)]
+    normalized: bool = False
+    # Only these labels (empty: every label the stream tracks).
+    objects: tuple[str, ...] = ()
+    # Seconds inside before an object counts as entered, outside before it counts as left.
+    enter_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    leave_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    # Seconds inside after which the object is reported loitering (0: never).
+    loiter_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+
+class LineConfig(Base, frozen=True):
+    """A counting line (`[[streams.lines]]`), crossed by the path of a box's bottom centre.
+
+    Walking from its first point to its second, a crossing from left to right counts `in`, from
+    right to left `out`.
+    """
+
+    name: Name
+    points: Annotated[tuple[Point, ...], msgspec.Meta(min_length=2, max_length=2)]
+    normalized: bool = False
+    objects: tuple[str, ...] = ()
+    # An object must stay across the line this long before its crossing counts.
+    settle_s: Annotated[float, msgspec.Meta(ge=0)] = 0.3
+
+
 class StreamConfig(Base, frozen=True):
     name: Name
     # rtsp://..., http(s)://..., /dev/videoN, file:PATH or a plain path (relative to this file).
@@ -160,6 +236,11 @@ class StreamConfig(Base, frozen=True):
     # cores / the streams on its worker, at least 1 (`edged.config.auto`): streams already decode
     # in parallel, one thread each, so more threads per stream only add hand-off costs.
     decoder_threads: Annotated[int, msgspec.Meta(ge=0, le=64)] | Literal["auto"] = "auto"
+    # Publish every processed frame's detections; off when only events and counts are wanted.
+    detections: bool = True
+    tracking: TrackingConfig = msgspec.field(default_factory=TrackingConfig)
+    zones: tuple[ZoneConfig, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
 
 
 class Config(Base, frozen=True):
