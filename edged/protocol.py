@@ -122,6 +122,67 @@ def detection_labels(data: bytes) -> list[str]:
     return [d.label for d in _labels_decoder.decode(data)]
 
 
+class EventKind(enum.StrEnum):
+    NEW = "new"
+    UPDATE = "update"
+    END = "end"
+
+
+class LineCrossed(msgspec.Struct, frozen=True):
+    line: str
+    direction: str  # "in" | "out" (edged.track.regions.Direction)
+    ts: float
+
+
+class ObjectEvent(_Msg, frozen=True):
+    """One tracked object's `new`, `update` or `end` (edged/schemas/event.json, less `id`/`seq`).
+
+    Made in the worker, which owns the tracker (docs/architecture.md, "Events"); the supervisor
+    numbers it, remembers which events are open and publishes it durably.
+    """
+
+    kind: EventKind
+    event_id: str
+    stream: str
+    label: str
+    track_id: int
+    start_ts: float  # wall-clock seconds of the first frame the object was seen in
+    ts: float  # capture time of the frame this event describes
+    score: float
+    best_score: float
+    box: tuple[float, float, float, float]
+    best_box: tuple[float, float, float, float]
+    width: int
+    height: int
+    zones: tuple[str, ...] = ()  # zones the object is in now
+    loitering: tuple[str, ...] = ()
+    lines: tuple[LineCrossed, ...] = ()  # every crossing of this object so far
+    stationary: bool = False
+    changes: tuple[str, ...] = ()  # why this update: "zone", "line", "snapshot", "stationary"
+    end_ts: float = 0.0
+    end_reason: str = ""  # edged.track.tracker.EndReason
+    # A JPEG of the object's best frame so far, when it improved since the last event.
+    snapshot: bytes = b""
+
+
+class Crossing(_Msg, frozen=True):
+    """A counted line crossing; the supervisor adds it to the line's persisted totals."""
+
+    stream: str
+    line: str
+    label: str
+    direction: str
+    ts: float
+
+
+class Counts(_Msg, frozen=True):
+    """A stream's debounced object counts, sent when one changes."""
+
+    stream: str
+    labels: dict[str, int]
+    zones: dict[str, dict[str, int]]
+
+
 class Heartbeat(_Msg, frozen=True):
     """Sent by the inference loop itself: it proves progress, not just that a timer ticks."""
 
@@ -185,7 +246,7 @@ class Error(_Msg, frozen=True):
     fatal: bool = False
 
 
-Up = Ready | Result | Heartbeat | StreamState | Metrics | Error
+Up = Ready | Result | Heartbeat | StreamState | Metrics | Error | ObjectEvent | Crossing | Counts
 
 _encoder = msgspec.msgpack.Encoder()
 down_decoder = msgspec.msgpack.Decoder(Down)

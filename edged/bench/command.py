@@ -98,6 +98,7 @@ def register(subparsers: Any) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from edged.bench import parts, report, run
     from edged.bench.broker import LocalBroker
+    from edged.bench.tracking import time_tracking
     from edged.config import auto
     from edged.config.model import StreamConfig, WorkerConfig
 
@@ -147,6 +148,8 @@ def _bench(args: argparse.Namespace) -> int:
     progress("parts: letterbox + inference")
     worker = WorkerConfig(name="bench", model=model, threads=threads)
     infer = parts.measure_infer(worker, samples, 60)
+    progress("parts: tracking + events")
+    tracking_costs = [time_tracking(n) for n in (30, 50)]
 
     def streams_for(n: int) -> tuple[run.StreamPlan, ...]:
         return tuple(
@@ -265,7 +268,13 @@ def _bench(args: argparse.Namespace) -> int:
             if broker is not None:
                 broker.stop()
     progress.done()
+    doc["tracking"] = [vars(c) for c in tracking_costs]
     print(report.table(doc))
+    for c in tracking_costs:
+        print(
+            f"tracking + events, {c.boxes} boxes: {c.median_ms:.3f} ms a frame "
+            f"(p95 {c.p95_ms:.3f}, CPU time, {c.frames} frames)"
+        )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     report.write_json(doc, json_path)
     drawn = report.plot(doc, plot_path)

@@ -19,6 +19,7 @@ import structlog
 
 from edged.backends.base import Backend
 from edged.protocol import Detection, Heartbeat, Result, detections_json
+from edged.track.events import StreamEvents
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
@@ -61,9 +62,11 @@ class InferenceLoop:
         channel: WorkerChannel,
         progress: Progress,
         infer_ms: deque[float],
+        events: dict[str, StreamEvents],
         batch: int = 1,
     ) -> None:
         self._index = index
+        self._events = events  # the runtime's, by stream name (read only here)
         self._board = board
         self._backend = backend
         self._detector = detector
@@ -117,14 +120,24 @@ class InferenceLoop:
         source, model_input = packet.source, packet.model_input
         config = source.config
         width, height = model_input.width, model_input.height
-        found = self._detector.postprocess(
-            output, model_input.scale, width, height, config.min_score
-        )
+        events = self._events.get(source.name)
+        # The tracker's low stage wants the weak boxes too (down to `keep_score`); the
+        # detections message keeps only those above `min_score`.
+        floor = config.min_score
+        if events is not None:
+            floor = min(floor, config.tracking.keep_score)
         wanted = set(config.labels)
+        found = [
+            (label, class_id, score, box)
+            for label, class_id, score, box in self._detector.postprocess(
+                output, model_input.scale, width, height, floor
+            )
+            if not wanted or label in wanted
+        ]
         detections = detections_json([
             Detection(label, class_id, round(score, 4), box)
             for label, class_id, score, box in found
-            if not wanted or label in wanted
+            if score >= config.min_score
         ])
         source.count_processed()
         self._infer_ms.append(infer_ms)
@@ -134,3 +147,12 @@ class InferenceLoop:
                 detections,
             )
         )
+        if events is not None:
+            size = (width, height)
+            for message in events.on_frame(
+                packet.index, packet.capture_ts, packet.image, size, found
+            ):
+                self._channel.send(message)
+            # A better view is in sight: the source brings its next detected frame to the host
+            # (the media path's snapshot, the one time a frame leaves the device).
+            source.snapshot_wanted = events.wants_snapshot

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import deque
 
 import structlog
@@ -15,6 +16,8 @@ from edged.backends.base import Backend
 from edged.config.auto import inference_threads
 from edged.config.model import StreamConfig
 from edged.protocol import Metrics, StreamCounters, StreamReason, StreamState, WorkerSpec
+from edged.track.events import StreamEvents
+from edged.track.tracker import EndReason
 from edged.urls import redact_url
 from edged.worker.board import FrameBoard
 from edged.worker.channel import ChannelClosed, WorkerChannel
@@ -35,6 +38,8 @@ class WorkerRuntime:
         self._board = FrameBoard()
         self._sources: dict[str, StreamSource] = {}
         self._infer_ms: deque[float] = deque(maxlen=1024)
+        # Per stream with tracking on; inference loops only read it (a dict lookup).
+        self._events: dict[str, StreamEvents] = {}
         loops = inference_threads(spec.worker)  # a number already, unless built by hand
         # A loop that shows no progress for half the supervisor's deadline withholds the
         # heartbeat, so the supervisor sees the hang well inside its deadline.
@@ -43,7 +48,7 @@ class WorkerRuntime:
         self._loops = [
             InferenceLoop(
                 i, self._board, backend, detector, channel, progress, self._infer_ms,
-                spec.worker.batch,
+                self._events, spec.worker.batch,
             )
             for i in range(loops)
         ]
@@ -62,6 +67,8 @@ class WorkerRuntime:
             self.stop_stream(config.name)
         source = StreamSource(config, self._board, self._backend, self._send_status)
         self._sources[config.name] = source
+        if config.tracking.enabled:
+            self._events[config.name] = StreamEvents(config)
         source.start()
         log.info("stream started", stream=config.name, source=redact_url(config.source))
 
@@ -71,12 +78,20 @@ class WorkerRuntime:
             self.start_stream(config)
             return
         source.config = config
+        events = self._events.get(config.name)
+        if events is not None and not config.tracking.enabled:
+            self._end_events(config.name, EndReason.SHUTDOWN)
+        elif events is not None:
+            events.reconfigure(config)
+        elif config.tracking.enabled:
+            self._events[config.name] = StreamEvents(config)
         log.info("stream updated", stream=config.name)
 
     def stop_stream(self, name: str) -> None:
         source = self._sources.pop(name, None)
         if source is not None:
             source.stop()
+            self._end_events(name, EndReason.SHUTDOWN)
             log.info("stream stopped", stream=name)
 
     def stop(self) -> None:
@@ -88,8 +103,22 @@ class WorkerRuntime:
             loop.stop()
         for loop in self._loops:
             loop.thread.join(2.0)
+        for name in list(self._events):
+            self._end_events(name, EndReason.SHUTDOWN)
+
+    def _end_events(self, name: str, reason: EndReason, *, keep: bool = False) -> None:
+        """Send `end` for every open event of a stream; forget its tracker unless `keep`."""
+        events = self._events.get(name) if keep else self._events.pop(name, None)
+        if events is None:
+            return
+        with contextlib.suppress(ChannelClosed):
+            for message in events.end_all(reason, time.time()):
+                self._channel.send(message)
 
     def _send_status(self, stream: str, status: str, reason: StreamReason, detail: str) -> None:
+        if status in ("offline", "ended"):
+            # Its objects are gone from view: their events end now, not at some later frame.
+            self._end_events(stream, EndReason.STREAM_OFFLINE, keep=True)
         with contextlib.suppress(ChannelClosed):
             self._channel.send(StreamState(stream, status, reason, detail))  # type: ignore[arg-type]
 

@@ -119,6 +119,9 @@ class StreamSource:
         self.decode_errors = 0
         self.reconnects = 0
         self.disconnects = 0
+        # Set by an inference loop when the stream's tracker wants its next frame on the host
+        # (a better snapshot is in sight); read and cleared by the source thread.
+        self.snapshot_wanted = False
         self._thread = threading.Thread(target=self._run, name=f"source:{self.name}", daemon=True)
 
     # --- called from other threads ----------------------------------------------------------
@@ -321,7 +324,15 @@ class StreamSource:
                 log.exception("frame cannot be prepared", stream=self.name)
             self.decode_errors += 1
             return
-        packet = FramePacket(self, path, clock.index, time.time(), model_input)
+        image = None
+        if self.snapshot_wanted:
+            self.snapshot_wanted = False
+            try:
+                # The last decoded frame is the one just prepared: its boxes and pixels match.
+                image = path.snapshot()
+            except Exception:
+                log.exception("snapshot failed", stream=self.name)
+        packet = FramePacket(self, path, clock.index, time.time(), model_input, image)
         wait = not live and not config.realtime
         replaced = self._board.offer(packet, wait=wait)
         if replaced is not None:
