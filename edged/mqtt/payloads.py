@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from edged.protocol import Result
+from edged.protocol import EventKind, ObjectEvent, Result
 
 SCHEMA_VERSION = 1
 
@@ -110,3 +110,79 @@ def schema_path(name: str) -> Traversable:
 def load_schema(name: str) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.json.decode(schema_path(name).read_bytes())
     return data
+
+
+class LinePayload(msgspec.Struct, frozen=True):
+    line: str
+    direction: str
+    ts_ms: int
+
+
+class EventPayload(msgspec.Struct, frozen=True):
+    """One object event (edged/schemas/event.json): `new`, `update` or `end`."""
+
+    v: int
+    id: str
+    seq: int
+    node: str
+    type: str
+    event_id: str
+    stream: str
+    label: str
+    track_id: int
+    start: str
+    start_ms: int
+    ts: str
+    ts_ms: int
+    end: str | None
+    end_ms: int | None
+    end_reason: str | None
+    score: float
+    best_score: float
+    box: tuple[float, float, float, float]
+    best_box: tuple[float, float, float, float]
+    width: int
+    height: int
+    zones: tuple[str, ...]
+    loitering: tuple[str, ...]
+    lines: tuple[LinePayload, ...]
+    stationary: bool
+    changes: tuple[str, ...]
+    snapshot: bool
+
+
+def encode_event(node: str, seq: int, event: ObjectEvent) -> bytes:
+    start_ms = round(event.start_ts * 1000)
+    ts_ms = round(event.ts * 1000)
+    end_ms = round(event.end_ts * 1000) if event.kind is EventKind.END else None
+    payload = EventPayload(
+        v=SCHEMA_VERSION,
+        id=new_id(),
+        seq=seq,
+        node=node,
+        type=event.kind.value,
+        event_id=event.event_id,
+        stream=event.stream,
+        label=event.label,
+        track_id=event.track_id,
+        start=rfc3339_ms(start_ms),
+        start_ms=start_ms,
+        ts=rfc3339_ms(ts_ms),
+        ts_ms=ts_ms,
+        end=rfc3339_ms(end_ms) if end_ms is not None else None,
+        end_ms=end_ms,
+        end_reason=event.end_reason or None,
+        score=event.score,
+        best_score=event.best_score,
+        box=event.box,
+        best_box=event.best_box,
+        width=event.width,
+        height=event.height,
+        zones=event.zones,
+        loitering=event.loitering,
+        lines=tuple(LinePayload(c.line, c.direction, round(c.ts * 1000)) for c in event.lines),
+        stationary=event.stationary,
+        changes=event.changes,
+        snapshot=bool(event.snapshot),
+    )
+    return _encoder.encode(payload)

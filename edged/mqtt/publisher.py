@@ -101,6 +101,7 @@ class Publisher:
         self._dirty: dict[str, None] = {}  # full topics to (re)publish, in insertion order
         self._state_event = asyncio.Event()
         self._streams: tuple[str, ...] = ()
+        self._tracked: set[str] = set()
         self._labels_of: dict[str, tuple[str, ...]] = {}
         self._counts: dict[str, dict[str, int]] = {}  # stream -> label -> last published count
 
@@ -142,7 +143,7 @@ class Publisher:
             topic = self._topics.detections(stream)
             self._outbox.put(topic, payload)
             self._echo_out(topic, payload)
-            if self._ha.enabled and stream in self._labels_of:
+            if self._ha.enabled and stream in self._labels_of and stream not in self._tracked:
                 self._update_counts(stream, result)
         except Exception:
             # Never raise into the supervisor's result path; a bug here is logged, loudly.
@@ -152,10 +153,32 @@ class Publisher:
         check_suffix(suffix)
         self._set_state(suffix, encode_state(payload))
 
+    def set_state_bytes(self, suffix: str, payload: bytes) -> None:
+        """A retained value that is not JSON (a snapshot's JPEG)."""
+        check_suffix(suffix)
+        self._set_state(suffix, payload)
+
+    @property
+    def node_name(self) -> str:
+        return self._node.name
+
+    def next_seq(self, series: str) -> int:
+        """The next number of a durable series (a stream's detections, its events)."""
+        return self._outbox.next_seq(series)
+
+    def publish_durable(self, suffix: str, payload: bytes) -> None:
+        """Queue a QoS 1 message on `<prefix>/<node>/<suffix>` through the outbox."""
+        topic = self._topics.state(check_suffix(suffix))
+        self._outbox.put(topic, payload)
+        self._echo_out(topic, payload)
+
     def set_streams(
         self, streams: Sequence[StreamConfig], labels_of: Mapping[str, Sequence[str]]
     ) -> None:
         self._streams = tuple(s.name for s in streams)
+        # A tracked stream's counts come debounced from its tracker (edged.supervisor.events),
+        # not from each frame's boxes.
+        self._tracked = {s.name for s in streams if s.tracking.enabled}
         self._labels_of = {s: tuple(labels_of.get(s, ())) for s in self._streams}
         self._outbox.reserve(list(self._streams))
         self._rebuild_ha()
@@ -455,6 +478,8 @@ class Publisher:
             if topic not in wanted and payload:
                 wanted[topic] = b""  # deletes the entity in Home Assistant
         for suffix, payload in list(self._states.items()):
+            if suffix.split("/", 1)[0] in self._tracked:
+                continue  # its tracker's counts (edged.supervisor.events)
             if "/count/" in suffix and suffix not in counts and payload:
                 self._set_state(suffix, b"")
         self._discovery = wanted
@@ -463,7 +488,7 @@ class Publisher:
         for stream in self._streams:
             last = self._counts.setdefault(stream, {})
             for label in self._labels_of.get(stream, ()):
-                if self._ha.enabled and label not in last:
+                if self._ha.enabled and label not in last and stream not in self._tracked:
                     self._publish_count(stream, label, 0)
         if not self._ha.enabled:
             self._counts.clear()

@@ -24,10 +24,22 @@ from edged.config.diff import ConfigDiff, diff_configs
 from edged.config.labels import load_labels
 from edged.logs import configure_logging
 from edged.mqtt.publisher import Publisher
-from edged.protocol import Metrics, Result, StreamReason, StreamState, Up
+from edged.protocol import (
+    Counts,
+    Crossing,
+    Metrics,
+    ObjectEvent,
+    Result,
+    StreamReason,
+    StreamState,
+    Up,
+)
+from edged.supervisor.events import EventRelay
 from edged.supervisor.handle import WorkerEvents, WorkerHandle, WorkerState
 from edged.supervisor.health import HealthTracker
+from edged.supervisor.ledger import Ledger
 from edged.supervisor.restart import RestartPolicy
+from edged.supervisor.snapshots import SnapshotStore
 from edged.systemd.notify import Notifier
 from edged.systemd.watchdog import ping_watchdog, watchdog_blocker
 
@@ -58,6 +70,10 @@ class Supervisor:
         self._publisher = Publisher(
             config.mqtt, config.node, config.homeassistant, Path(config.node.state_dir), echo=echo
         )
+        state_dir = Path(config.node.state_dir)
+        self._ledger = Ledger(state_dir)
+        self._snapshots = SnapshotStore(state_dir)
+        self._events = EventRelay(self._publisher, self._ledger, self._snapshots)
         self._health = HealthTracker()
         self._handles: dict[str, WorkerHandle] = {}
         self._signals: asyncio.Queue[signal.Signals] = asyncio.Queue()
@@ -80,6 +96,8 @@ class Supervisor:
         self._spawn_task(self._publisher.run(), "mqtt")
         self._publish_config_state(ok=True, errors=[])
         self._publisher.set_streams(self.config.streams, self._labels_of(self.config))
+        self._events.set_streams(self.config.streams)
+        self._events.end_left_open()
         for worker in self.config.workers:
             self._add_worker(worker)
         self._spawn_task(self._announce_ready(), "startup")
@@ -121,6 +139,8 @@ class Supervisor:
             "health", self._health.snapshot(self._handles, self.generation, self._publisher.stats())
         )
         self._notifier.status("stopping: flushing mqtt")
+        await self._ledger.close()
+        self._snapshots.close()
         await self._publisher.stop(flush_timeout=2.0)
         for task in self._tasks:
             task.cancel()
@@ -159,18 +179,35 @@ class Supervisor:
 
     def _on_message(self, handle: WorkerHandle, message: Up) -> None:
         if isinstance(message, Result):
-            if message.stream in handle.streams:
-                self._publisher.publish_detections(message.stream, message)
+            stream = handle.streams.get(message.stream)
+            if stream is not None:
+                if stream.detections:
+                    self._publisher.publish_detections(message.stream, message)
                 self._health.on_result(message, time.time())
+        elif isinstance(message, ObjectEvent):
+            if message.stream in handle.streams:
+                self._events.on_event(message)
+        elif isinstance(message, Crossing):
+            if message.stream in handle.streams:
+                self._events.on_crossing(message)
+        elif isinstance(message, Counts):
+            if message.stream in handle.streams:
+                self._events.on_counts(message)
         elif isinstance(message, Metrics):
             self._health.on_metrics(handle.config.name, message)
         elif isinstance(message, StreamState) and self._health.on_stream_state(message):
+            if message.status != "online":
+                self._events.stream_not_online(message.stream)
             self._publish_stream_status(
                 message.stream, message.status, message.reason, message.detail
             )
             self._update_status()
 
     def _on_worker_state(self, handle: WorkerHandle) -> None:
+        if handle.state not in (WorkerState.READY, WorkerState.STOPPING):
+            # The process is gone and its pipe drained: what it left open ends here.
+            reason = "shutdown" if self._stopping else "restart"
+            self._events.worker_gone(self._streams_of(handle.config.name), reason)
         if handle.state is not WorkerState.READY:
             self._health.worker_gone(handle.config.name)
             for name, stream in self._health.streams.items():
@@ -186,6 +223,9 @@ class Supervisor:
                         )
         self._state_changed.set()
         self._update_status()
+
+    def _streams_of(self, worker: str) -> list[str]:
+        return [s.name for s in self.config.streams if s.worker == worker]
 
     def _publish_stream_status(self, stream: str, status: str, reason: str, detail: str) -> None:
         worker = self._health.streams[stream].worker if stream in self._health.streams else ""
@@ -340,6 +380,7 @@ class Supervisor:
         if diff.mqtt_changed:
             await self._publisher.reconfigure(new.mqtt, new.node, new.homeassistant)
         self._publisher.set_streams(new.streams, self._labels_of(new))
+        self._events.set_streams(new.streams)
 
     def _publish_config_state(self, *, ok: bool, errors: list[str], changed: str = "") -> None:
         self._publisher.set_state(

@@ -39,6 +39,9 @@ SCHEMAS = (
     "stream_status",
     "count",
     "ha_discovery",
+    "event",
+    "zone_count",
+    "line_count",
 )
 
 
@@ -76,6 +79,14 @@ def schema_for(topic: str, prefix: str = "edged", discovery: str = "homeassistan
         return "stream_status"
     if len(rest) == 3 and rest[1] == "count":
         return "count"
+    if rest == ["events"] or (len(rest) == 2 and rest[1] == "events"):
+        return "event"
+    if len(rest) == 3 and rest[1] == "snapshot":
+        return None  # a JPEG
+    if len(rest) == 4 and rest[1] == "zone":
+        return "zone_count"
+    if len(rest) == 4 and rest[1] == "line":
+        return "line_count"
     return "state"
 
 

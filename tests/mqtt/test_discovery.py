@@ -8,12 +8,16 @@ from pathlib import Path
 
 import aiomqtt
 
-from edged.config.model import StreamConfig
+from edged.config.model import StreamConfig, TrackingConfig
 from edged.mqtt import Publisher
 from tests.mqtt.support import Received, configs, result, subscribed, until
 from tests.support.broker import Broker
 
-CAM = StreamConfig(name="cam1", source="cam1.mp4", worker="cpu")
+# Per-frame counts (tracking off): a tracked stream's counts come from its tracker instead
+# (edged.supervisor.events, tests/supervisor/test_events.py).
+CAM = StreamConfig(
+    name="cam1", source="cam1.mp4", worker="cpu", tracking=TrackingConfig(enabled=False)
+)
 LABELS = {"cam1": ["person", "traffic light"]}
 CONFIGS = {
     "homeassistant/sensor/edged_edge/edged_edge_cam1_person_count/config",
