@@ -17,10 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 
 from edged.backends.cpu import CpuBackend
+from edged.backends.host_media import HostPreprocess
 from edged.config.model import WorkerConfig
 from edged.worker.detector import Detector
 from tests.mqtt.support import ProcessSubscriber, persistent_broker, process_subscribed
@@ -228,10 +230,11 @@ def test_snapshots_are_jpegs_of_the_object(
             assert daemon.stop() == 0
     finally:
         sub.close()
-    worker = WorkerConfig(name="check", model=str(model_path))
+    worker = WorkerConfig(name="check", model=str(model_path), threads=1)
     backend = CpuBackend(worker)
     backend.load()
     detector = Detector(worker)
+    preprocess = HostPreprocess(worker.input_size)
     recognised = 0
     for i, m in enumerate(messages[:10]):
         (tmp_path / f"snapshot-{i}.jpg").write_bytes(m.payload)  # to look at
@@ -240,8 +243,9 @@ def test_snapshots_are_jpegs_of_the_object(
         image = cv2.imdecode(np.frombuffer(m.payload, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None, "not a JPEG"
         h, w = image.shape[:2]
-        tensor, scale = detector.preprocess(image)
-        found = list(detector.postprocess(backend.infer(tensor), scale, w, h, 0.25))
+        model_input = preprocess.prepare(av.VideoFrame.from_ndarray(image, format="bgr24"))
+        (output,) = backend.infer([model_input])
+        found = list(detector.postprocess(output, model_input.scale, w, h, 0.25))
         # the object is there, in the middle of its crop
         for lb, _, _, (x1, y1, x2, y2) in found:
             if lb in ("car", "truck", "bus") and x1 < w / 2 < x2 and y1 < h / 2 < y2:
