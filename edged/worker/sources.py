@@ -122,6 +122,7 @@ class StreamSource:
         # Set by an inference loop when the stream's tracker wants its next frame on the host
         # (a better snapshot is in sight); read and cleared by the source thread.
         self.snapshot_wanted = False
+        self._snapshot_failed = False
         self._thread = threading.Thread(target=self._run, name=f"source:{self.name}", daemon=True)
 
     # --- called from other threads ----------------------------------------------------------
@@ -331,7 +332,10 @@ class StreamSource:
                 # The last decoded frame is the one just prepared: its boxes and pixels match.
                 image = path.snapshot()
             except Exception:
-                log.exception("snapshot failed", stream=self.name)
+                # No snapshot; the detections and events go on. Logged once per source.
+                if not self._snapshot_failed:
+                    log.exception("snapshot failed", stream=self.name)
+                self._snapshot_failed = True
         packet = FramePacket(self, path, clock.index, time.time(), model_input, image)
         wait = not live and not config.realtime
         replaced = self._board.offer(packet, wait=wait)
