@@ -348,12 +348,22 @@ def _overhead_ms(result: Any, work_pct: float) -> dict[str, float | None]:
 
 def _work_pct(result: Any, plan: Any, work_ms: float) -> float:
     """% of one core the counted frames needed: at real rates every frame is decoded, few are
-    detected, so decoding is charged at the files' rates and the rest per detected frame."""
+    detected, so decoding is charged per frame decoded and the rest per detected frame."""
     if not plan.realtime:
         return float(result.fps) * work_ms / 10.0
-    decoding: float = sum(s.fps * s.decode_ms for s in plan.streams)
+    decoding: float = sum(_decoded_fps(result, s) * s.decode_ms for s in plan.streams)
     detecting = float(result.fps) * (work_ms - _mean_decode_ms(plan))
     return (decoding + detecting) / 10.0
+
+
+def _decoded_fps(result: Any, stream: Any) -> float:
+    """Frames a second the stream decoded in the window: its detections carry the decoder's
+    frame index, so the index's advance between the first and the last one counts them (a
+    machine too busy to keep the file's rate decodes fewer). The file's rate without two."""
+    count = result.per_stream.get(stream.name)
+    if count is None or count.messages < 2 or count.last_at <= count.first_at:
+        return float(stream.fps)
+    return float((count.last_frame - count.first_frame) / (count.last_at - count.first_at))
 
 
 def _mean_decode_ms(plan: Any) -> float:

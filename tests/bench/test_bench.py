@@ -124,3 +124,24 @@ def test_the_daemon_runs_the_default_config_unless_a_variant_is_asked_for(tmp_pa
     )
     text = config_text(tuned, tmp_path / "state")
     assert text.count("threads = 3") == 1 and text.count("decoder_threads = 2") == 2, text
+
+
+def test_real_rate_work_counts_the_frames_actually_decoded() -> None:
+    """A machine too busy to keep a file's rate decodes fewer frames: the work (and so the
+    overhead beyond it) is charged for those, not for the file's nominal rate."""
+    from types import SimpleNamespace
+
+    from edged.bench.command import _work_pct
+    from edged.bench.counter import StreamCount
+    from edged.bench.run import RunPlan, StreamPlan
+
+    streams = (StreamPlan("s0", "a.mp4", 25.0, decode_ms=2.0),)
+    plan = RunPlan(streams, "m.onnx", 1, None, True, 5.0, "mqtt://127.0.0.1:1", 1.0, 10.0)
+    behind = StreamCount(messages=50, first_frame=0, last_frame=100, first_at=0.0, last_at=10.0)
+    result = SimpleNamespace(fps=5.0, per_stream={"s0": behind})
+    work_ms = 2.0 + 8.0  # decode + letterbox and inference
+    # 10 frames/s decoded x 2 ms + 5 detections/s x 8 ms = 60 ms a second = 6 % of a core
+    assert abs(_work_pct(result, plan, work_ms) - 6.0) < 1e-9
+    unknown = SimpleNamespace(fps=5.0, per_stream={})
+    # without two detections to count from, the file's rate: 25 x 2 + 5 x 8 = 90 ms a second
+    assert abs(_work_pct(unknown, plan, work_ms) - 9.0) < 1e-9
