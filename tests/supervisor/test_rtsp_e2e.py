@@ -19,6 +19,7 @@ from tests.support.rtsp_faults import Proxy
 from tests.support.rtsp_scenarios import (
     STALL_TIMEOUT,
     StreamSpec,
+    Timings,
     config,
     detections_with_boxes,
     healthy_camera_run,
@@ -29,16 +30,32 @@ from tests.support.rtsp_scenarios import (
 def test_dead_neighbours_do_not_delay_a_healthy_camera_and_a_freeze_is_caught_in_time(
     tmp_path: Path, assets: Path, broker: Broker, rtsp_server: RtspServer
 ) -> None:
-    # Both runs in this test, back to back: the same machine load for the baseline.
-    alone = healthy_camera_run(assets, tmp_path / "alone", broker, rtsp_server, path="/h264")
-    beside = healthy_camera_run(
-        assets, tmp_path / "dead", broker, rtsp_server, path="/h264", dead=2
-    )
-    print(f"alone: {alone}\nbeside two dead cameras: {beside}")
-    assert beside.dead_reasons == ("no_answer", "no_answer"), beside
-    assert abs(beside.first_detection - alone.first_detection) <= 1.0, (alone, beside)
-    assert abs(beside.reconnect - alone.reconnect) <= 1.0, (alone, beside)
-    for run in (alone, beside):
+    # Alone, beside two dead cameras, beside them again, alone again (ABBA): load that drifts
+    # over the test weighs on both sides alike, and each side's best run is compared, as a
+    # moment of load on this shared 2-core box can only add time. Dead cameras that held the
+    # healthy one up would add their open_timeout (10 s) to every run.
+    runs: dict[int, list[Timings]] = {0: [], 2: []}
+    for dead in (0, 2, 2, 0):
+        runs[dead].append(
+            healthy_camera_run(
+                assets,
+                tmp_path / f"dead{dead}-{len(runs[dead])}",
+                broker,
+                rtsp_server,
+                path="/h264",
+                dead=dead,
+                freeze=not runs[dead],  # once each: the freeze ends the camera for that run
+            )
+        )
+    print("\n".join(f"{dead} dead: {run}" for dead, rs in runs.items() for run in rs))
+    alone, beside = runs[0], runs[2]
+    for run in beside:
+        assert run.dead_reasons == ("no_answer", "no_answer"), run
+    for measure in ("first_detection", "reconnect"):
+        best_alone = min(getattr(run, measure) for run in alone)
+        best_beside = min(getattr(run, measure) for run in beside)
+        assert abs(best_beside - best_alone) <= 1.0, (measure, alone, beside)
+    for run in (alone[0], beside[0]):
         assert run.freeze_reason == "stalled", run
         assert run.freeze_detected is not None
         # Offline within stall_timeout of the last frame, plus the way to the subscriber; not

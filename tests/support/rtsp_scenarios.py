@@ -125,7 +125,7 @@ class Watch:
 class Timings:
     first_detection: float
     reconnect: float
-    freeze_detected: float | None  # None: not measured (UDP media bypasses the proxy)
+    freeze_detected: float | None  # None: not measured (or UDP: its media bypasses the proxy)
     freeze_reason: str
     dead_reasons: tuple[str, ...]  # the dead neighbours' retained reasons
 
@@ -149,9 +149,10 @@ def healthy_camera_run(
     path: str = "/cam",
     dead: int = 0,
     transport: str = "tcp",
+    freeze: bool = True,
 ) -> Timings:
-    """One daemon run: first detection, a camera restart and a freeze, beside `dead` silent
-    cameras on the same worker."""
+    """One daemon run: first detection, a camera restart and (`freeze`) a freeze, beside `dead`
+    silent cameras on the same worker."""
     workdir.mkdir(parents=True, exist_ok=True)
     silent = [SilentServer() for _ in range(dead)]
     proxy = Proxy(server.port)
@@ -175,7 +176,7 @@ def healthy_camera_run(
             back = watch.detection("cam", offline, 60)
 
             freeze_detected, freeze_reason = None, ""
-            if transport == "tcp":  # over UDP the video does not go through the proxy
+            if freeze and transport == "tcp":  # over UDP the video bypasses the proxy
                 proxy.freeze()
                 frozen = time.time()
                 stalled = watch.status("cam", "offline", frozen, 30)
