@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 import zlib
 from dataclasses import dataclass
 from enum import Enum
@@ -25,7 +26,7 @@ import structlog
 from edged.backends.base import ModelInput, UnsupportedCodec
 from edged.config.model import StreamConfig
 from edged.protocol import StreamReason
-from edged.urls import redact_url
+from edged.urls import redact_text, redact_url
 from edged.worker import failures
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.failures import SourceFailure
@@ -154,7 +155,7 @@ class StreamSource:
             self._on_status(self.name, "starting", StreamReason.NONE, "")
             while not self._stop.is_set():
                 try:
-                    outcome = self._play(ffmpeg)
+                    outcome = self._attempt(ffmpeg)
                 except SourceFailure as failure:
                     ffmpeg.flush()
                     if self._stop.is_set():
@@ -181,6 +182,20 @@ class StreamSource:
                     return
                 # Stopped while playing.
                 return
+
+    def _attempt(self, ffmpeg: StreamLog) -> Outcome | None:
+        """`_play`, with any unexpected exception turned into a failure with a reason: the
+        stream is reported and retried with backoff instead of its thread dying silently."""
+        try:
+            return self._play(ffmpeg)
+        except SourceFailure:
+            raise
+        except Exception as exc:
+            # Exception texts may quote the URL: the traceback is logged redacted.
+            trace = redact_text("".join(traceback.format_exception(exc)))
+            log.error("stream failed unexpectedly", stream=self.name, traceback=trace)
+            words = redact_text(f"{type(exc).__name__}: {exc}")
+            raise SourceFailure(StreamReason.ERROR, f"unexpected error ({words})") from exc
 
     def _play(self, ffmpeg: StreamLog) -> Outcome | None:
         """Play until stopped (None), a file ends (ENDED); a failure raises SourceFailure."""

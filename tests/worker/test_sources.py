@@ -10,6 +10,7 @@ import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import msgspec
@@ -346,3 +347,55 @@ def test_a_live_paced_stream_drops_what_the_detector_does_not_take(
         source.join(5)
     assert dropped >= frames_in - 3, (frames_in, dropped)  # all but the newest were replaced
     assert packet.index >= frames_in - 2, (packet.index, frames_in)
+
+
+def test_a_missing_v4l2_device_is_not_found(backend: Backend) -> None:
+    """/dev/videoN opens through FFmpeg's v4l2 demuxer (the format exists in this build); a
+    device that is not there is `not_found`, retried like any camera."""
+    board, statuses = FrameBoard(), Statuses()
+    source = StreamSource(stream("/dev/video99", reconnect_delay=30), board, backend, statuses)
+    source.start()
+    try:
+        wait_until(lambda: bool(statuses.of("offline")), 10)
+    finally:
+        source.stop()
+        source.join(5)
+    (reason, detail), *_ = statuses.reasons()
+    assert reason is StreamReason.NOT_FOUND, detail
+
+
+class FailingFirstPath:
+    """The real CPU backend, except that its first media path fails with a bug whose text
+    quotes the source URL (what an unexpected exception in a backend looks like)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.failed = False
+
+    def media_path(self, video: object, config: StreamConfig) -> object:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError(f"backend bug while opening {config.source}")
+        return self.backend.media_path(video, config)  # type: ignore[arg-type]
+
+
+def test_an_unexpected_error_is_reported_and_retried(
+    tmp_path: Path, assets: Path, backend: Backend
+) -> None:
+    clip = short_clip(tmp_path / "clip.mkv", assets)
+    board, statuses = FrameBoard(), Statuses()
+    failing: Any = FailingFirstPath(backend)
+    source = StreamSource(
+        stream(f"file:{clip}", realtime=False, reconnect_delay=0.1), board, failing, statuses
+    )
+    source.start()
+    try:
+        packet = board.take(10.0)  # the second attempt plays
+        assert packet is not None
+        release(packet)
+    finally:
+        source.stop()
+        source.join(5)
+    (reason, detail), *_ = statuses.reasons()
+    assert reason is StreamReason.ERROR and "backend bug" in detail, detail
+    assert statuses.of("online")
