@@ -8,7 +8,8 @@ converted there (a JPEG encoder on the device would need a second, rarely used D
 different seam: the seam asks for a host frame, and a snapshot is one frame now and then).
 
 Frames returned by `decode` stay valid until the next `decode`; the newest is kept for
-`snapshot` until a newer one replaces it.
+`snapshot` until a newer one replaces it. A snapshot right after `prepare` shows the frame just
+prepared (the worker pairs it with that frame's boxes).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class AscendMediaPath:
         self._vpc = Letterboxer(runtime, input_size)
         self._handed: list[DecodedFrame] = []
         self._last: DecodedFrame | None = None
+        self._prepared: DecodedFrame | None = None  # valid until the next decode
         self._snapshot_host: np.ndarray | None = None
         self._snapshot_pointer = 0
         self._closed = False
@@ -118,6 +120,7 @@ class AscendMediaPath:
 
     def _decode(self, packet: av.Packet[Any]) -> list[DecodedFrame]:
         self._recycle_handed()
+        self._prepared = None
         if packet.size == 0:
             self._vdec.flush()  # end of stream: decode what the decoder still holds
         else:
@@ -158,6 +161,9 @@ class AscendMediaPath:
             return self._prepare(frame)
 
     def _prepare(self, frame: DecodedFrame) -> ModelInput:
+        # A snapshot asked for right after this shows this frame, even when one decode call
+        # returned several (VDEC calls back in bursts): its pixels match its boxes.
+        self._prepared = frame
         target = self._inputs.take()
         try:
             scale = self._vpc.letterbox(frame, target)
@@ -173,7 +179,7 @@ class AscendMediaPath:
     def snapshot(self) -> np.ndarray | None:
         """The newest frame, copied from the device (one NV12 picture) and converted to BGR."""
         with self._lock:
-            frame = self._last
+            frame = self._prepared or self._last
             if frame is None or self._closed:
                 return None
             self._rt.enter()
@@ -212,5 +218,5 @@ class AscendMediaPath:
                 self._vdec.close()
             finally:
                 self._handed = []
-                self._last = None
+                self._last = self._prepared = None
                 self._vpc.close()

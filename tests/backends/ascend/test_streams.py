@@ -73,3 +73,40 @@ def test_forty_streams_one_after_another_on_a_310_reuse_its_32_vdec_channels(
     report = only_report(tmp_path / "r")
     assert report["calls_by_name"]["acl.media.vdec_create_channel"] == 40
     assert report["violations"] == [] and report["leaks"] == []
+
+
+def test_a_snapshot_after_prepare_shows_the_frame_just_prepared(
+    tmp_path: Path, assets: Path, model_path: Path
+) -> None:
+    # VDEC calls back in bursts: one decode() can return several frames. The worker pairs a
+    # snapshot taken right after prepare() with that frame's boxes, so it must be that frame.
+    om = write_om(tmp_path / "yolox.om", model_path, aipp=YOLOX_AIPP)
+    video = str(assets / "media" / "traffic-720p.mp4")
+    done = run_snippet((OPEN_STREAM.format(om=str(om), video=video), """
+        import acl, cv2, numpy as np
+        def picture(frame):  # the frame's NV12 read on the board (ACL_DEVICE), to BGR
+            raw = np.frombuffer(acl.util.ptr_to_bytes(frame.buffer.address, frame.size), np.uint8)
+            planes = raw.reshape(-1, frame.width_stride)[:, : frame.width]
+            return cv2.cvtColor(np.ascontiguousarray(planes), cv2.COLOR_YUV2BGR_NV12)
+        checked = 0
+        with av.open(video) as container:
+            stream = container.streams.video[0]
+            path = b.media_path(stream, StreamConfig(name="s", source=video, worker="npu"))
+            for packet in container.demux(stream):
+                frames = path.decode(packet)
+                if len(frames) >= 2 and checked < 3:
+                    first = frames[0]
+                    model_input = path.prepare(first)
+                    shot = path.snapshot()
+                    path.release(model_input)
+                    assert np.array_equal(shot, picture(first))
+                    assert not np.array_equal(shot, picture(frames[-1]))
+                    checked += 1
+                if checked == 3:
+                    break
+            path.close()
+        assert checked == 3, checked
+        b.close()
+        """), tmp_path / "r", run_mode="ACL_DEVICE")
+    assert done.returncode == 0, done.stderr
+    assert only_report(tmp_path / "r")["violations"] == []
