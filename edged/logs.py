@@ -59,15 +59,6 @@ def log_mode(stream: TextIO | None = None) -> LogMode:
     return "json"
 
 
-def log_json_wanted() -> bool:
-    """True when this process writes JSON lines to stderr (neither a terminal nor the journal).
-
-    Useful to a caller that captures another program's output (e.g. FFmpeg's) and must decide
-    whether to wrap it as JSON fields or pass it through as text.
-    """
-    return log_mode() == "json"
-
-
 def get_logger(name: str, **initial: Any) -> FilteringBoundLogger:
     """A logger whose events carry `logger=<name>` (use `__name__`).
 

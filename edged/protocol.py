@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Sequence
-from typing import Literal
 
 import msgspec
 
@@ -17,6 +16,31 @@ from edged.config.model import StreamConfig, WorkerConfig
 
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 16 * 1024 * 1024
+
+class StreamStatus(enum.StrEnum):
+    """A stream's status, as the retained `<stream>/status` message and health say it.
+
+    A worker reports the first four for its own streams; the supervisor adds the last two.
+    """
+
+    STARTING = "starting"  # opening the source
+    ONLINE = "online"  # frames arrive and are detected
+    OFFLINE = "offline"  # the source failed (the reason says why); it is retried with backoff
+    ENDED = "ended"  # a file without `loop` reached its end
+    FAILED = "failed"  # its worker is failed (past its restart budget), retried slowly
+    REMOVED = "removed"  # no longer in the config
+
+
+class WorkerState(enum.StrEnum):
+    """A worker handle's state in the supervisor (health's `workers.<name>.state`)."""
+
+    STARTING = "starting"  # spawned, loading its model; READY is due within `ready_timeout`
+    READY = "ready"  # model loaded and warmed up; heartbeats due every `heartbeat_timeout`
+    STOPPING = "stopping"  # told to shut down; SIGKILL after the grace period
+    BACKOFF = "backoff"  # crashed or hung; started again after a delay
+    FAILED = "failed"  # past its restart budget; retried every `failed_retry` seconds
+    STOPPED = "stopped"  # not started yet, or stopped for good
+
 
 # Worker exit codes: they tell the supervisor whether a blind restart can help.
 EXIT_OK = 0
@@ -104,17 +128,12 @@ class _Label(msgspec.Struct):
 
 
 _json_encoder = msgspec.json.Encoder()
-_detections_decoder = msgspec.json.Decoder(list[Detection])
 _labels_decoder = msgspec.json.Decoder(list[_Label])
 
 
 def detections_json(detections: Sequence[Detection]) -> bytes:
     """What `Result.detections` carries (the worker's side)."""
     return _json_encoder.encode(detections)
-
-
-def decode_detections(data: bytes) -> list[Detection]:
-    return _detections_decoder.decode(data)
 
 
 def detection_labels(data: bytes) -> list[str]:
@@ -216,7 +235,7 @@ class StreamReason(enum.StrEnum):
 
 class StreamState(_Msg, frozen=True):
     stream: str
-    status: Literal["starting", "online", "offline", "ended"]
+    status: StreamStatus
     reason: StreamReason = StreamReason.NONE
     # The reason in words a person can act on (URLs redacted); empty when online.
     detail: str = ""

@@ -19,7 +19,7 @@ from tests.systemd.journal_parse import parse_entry
 
 CHILD = """
 import logging, sys
-from edged.logs import configure_logging, get_logger, log_json_wanted, log_mode
+from edged.logs import configure_logging, get_logger, log_mode
 log = get_logger("edged.test", stream="cam1")
 configure_logging(sys.argv[1], process="worker:cpu0")
 log.debug("filtered out")
@@ -29,7 +29,7 @@ try:
     1 / 0
 except ZeroDivisionError:
     log.exception("boom")
-log.warning("mode", mode=log_mode(), json_wanted=log_json_wanted())
+log.warning("mode", mode=log_mode())
 """
 
 
@@ -63,7 +63,6 @@ def test_pipe_gives_json_lines() -> None:
     assert events[1]["level"] == "warning"
     assert "ZeroDivisionError" in events[2]["exception"]
     assert events[3]["mode"] == "json"
-    assert events[3]["json_wanted"] is True
 
 
 def test_debug_level_lets_debug_through() -> None:
@@ -165,7 +164,6 @@ def test_journal_stream_gives_native_entries(
     assert "ZeroDivisionError" in boom["MESSAGE"]
     assert "ZeroDivisionError" in boom["EDGED_EXCEPTION"]
     assert mode["EDGED_MODE"] == "journal"
-    assert mode["EDGED_JSON_WANTED"] == "False"
 
 
 def test_journal_stream_of_another_file_is_not_the_journal(

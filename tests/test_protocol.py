@@ -11,6 +11,7 @@ import pytest
 import uvloop
 
 from edged.config.model import StreamConfig
+from edged.mqtt.payloads import load_schema
 from edged.protocol import (
     HEADER,
     Detection,
@@ -25,8 +26,9 @@ from edged.protocol import (
     StreamCounters,
     StreamReason,
     StreamState,
+    StreamStatus,
     UpdateStream,
-    decode_detections,
+    WorkerState,
     detection_labels,
     detections_json,
     frame,
@@ -39,11 +41,18 @@ STREAM = msgspec.convert({"name": "cam", "source": "rtsp://x/y", "worker": "w"},
 UP = [
     Ready(1234, "cpu", "/m.onnx", ("CPUExecutionProvider",), 50.0, 20.0),
     Result(
-        "cam", 7, 1.7e9, 1280, 720, 9.5,
+        "cam",
+        7,
+        1.7e9,
+        1280,
+        720,
+        9.5,
         detections_json([Detection("person", 0, 0.9, (1.0, 2.0, 3.0, 4.0))]),
     ),
     Heartbeat(42),
-    StreamState("cam", "offline", StreamReason.UNAUTHORIZED, "HTTP 401; retrying in 2 s"),
+    StreamState(
+        "cam", StreamStatus.OFFLINE, StreamReason.UNAUTHORIZED, "HTTP 401; retrying in 2 s"
+    ),
     Metrics((StreamCounters("cam", 10, 9, 1, 0, 2),), (9.1, 9.3)),
     Error("model is not an ONNX file", fatal=True),
 ]
@@ -123,7 +132,7 @@ def test_detections_travel_as_the_payload_json() -> None:
         {"label": "person", "class_id": 0, "score": 0.9123, "box": [1.5, 2.0, 300.25, 400.0]},
         {"label": "car", "class_id": 2, "score": 0.5, "box": [10.0, 20.0, 30.0, 40.0]},
     ]
-    assert decode_detections(data) == boxes
+    assert msgspec.json.decode(data, type=list[Detection]) == boxes
     assert detection_labels(data) == ["person", "car"]
     assert detections_json([]) == b"[]"
 
@@ -144,3 +153,16 @@ def test_eof_is_reported_on_both_ends() -> None:
     parent.close()
     with pytest.raises(ChannelClosed):
         WorkerChannel(child).recv()
+
+
+def test_schemas_name_exactly_the_protocol_states() -> None:
+    # One list of stream statuses and worker states: the enums; the published schemas agree.
+    stream_status = load_schema("stream_status")["properties"]["status"]["enum"]
+    assert stream_status == [s.value for s in StreamStatus]
+    health = load_schema("health")["$defs"]
+    assert health["stream"]["properties"]["status"]["enum"] == [
+        s.value
+        for s in StreamStatus
+        if s is not StreamStatus.REMOVED  # gone from health
+    ]
+    assert health["worker"]["properties"]["state"]["enum"] == [s.value for s in WorkerState]

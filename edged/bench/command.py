@@ -26,6 +26,7 @@ import msgspec
 import psutil
 
 from edged import __version__
+from edged.stats import percentiles
 
 if TYPE_CHECKING:
     from edged.bench.parts import DecodeCost, InferCost
@@ -285,8 +286,6 @@ def _bench(args: argparse.Namespace) -> int:
 def _run_doc(
     result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float, decoder_threads: int
 ) -> dict[str, Any]:
-    from edged.bench.run import percentiles
-
     ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
     work_pct = _work_pct(result, plan, work_ms)
     samples = result.latency_ms
@@ -428,7 +427,7 @@ def _capacity(
             "pace": round(pace, 4),
             "detect_rate": round(detect, 4),
             "fps": round(result.fps, 2),
-            "latency_ms": percentiles_of(result.latency_ms),
+            "latency_ms": percentiles(result.latency_ms),
             "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
             "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
         }
@@ -453,12 +452,6 @@ def _capacity(
         "ratio": round(best / limit, 4),
         "trials": [trials[k] for k in sorted(trials)],
     }
-
-
-def percentiles_of(values: list[float]) -> dict[str, float | None]:
-    from edged.bench.run import percentiles
-
-    return percentiles(values)
 
 
 def _cpu_name() -> str:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
 from edged.bench.counter import NODE, PREFIX, StreamCount, open_counter
+from edged.urls import split
 
 
 @dataclass(frozen=True)
@@ -337,15 +337,5 @@ def _sleep_until(deadline: float, daemon: DaemonRun) -> None:
 
 
 def _host_port(url: str) -> tuple[str, int]:
-    rest = url.split("://", 1)[1].rstrip("/")
-    host, _, port = rest.rpartition(":")
-    if not host:
-        return rest, 1883
-    return host.strip("[]"), int(port)
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+    parts = split(url)
+    return parts.hostname or "127.0.0.1", parts.port or 1883

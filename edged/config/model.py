@@ -21,7 +21,6 @@ Name = Annotated[
 ]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Score = Annotated[float, msgspec.Meta(ge=0, le=1)]
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -1,4 +1,4 @@
-"""Connection settings: broker address, credentials, TLS, client id, backoff, error wording.
+"""Connection settings: broker address, credentials, TLS, client id, error wording.
 
 Runs in the supervisor process. `read_password` and `tls_context` read files, so the publisher calls
 them through `asyncio.to_thread` (never on the event loop). Nothing here holds state across a crash.
@@ -12,7 +12,6 @@ needs `systemctl restart`, not reload.
 from __future__ import annotations
 
 import os
-import random
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,21 +118,3 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectFailed | ConnectionLost):
         return text  # already in words (the network's own error included)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class Backoff:
-    """Exponential from `first` to `cap` seconds, each delay jittered by +-25 % within the range."""
-
-    def __init__(self, first: float = 1.0, cap: float = 60.0) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self.first
-
-    def delay(self) -> float:
-        d = self._next
-        self._next = min(self.cap, d * 2)
-        # Jitter keeps a fleet of boxes from reconnecting in lockstep after a broker restart.
-        return min(self.cap, max(self.first, d * random.uniform(0.75, 1.25)))

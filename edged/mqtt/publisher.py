@@ -29,11 +29,11 @@ from typing import Any
 
 import structlog
 
+from edged.backoff import Backoff
 from edged.config.model import HomeAssistantConfig, MqttConfig, NodeConfig, StreamConfig
 from edged.mqtt import discovery
 from edged.mqtt.client import REFUSED, ConnectFailed, Connection, ConnectionLost, Settings
 from edged.mqtt.connection import (
-    Backoff,
     client_id,
     describe,
     parse_url,
@@ -206,7 +206,8 @@ class Publisher:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        backoff = Backoff()
+        # 1 s to 60 s; the jitter keeps a fleet of boxes from reconnecting in lockstep.
+        backoff = Backoff(first=1.0, cap=60.0, jitter=0.25)
         try:
             while not self._stop_requested():
                 self._enter(PublisherState.CONNECTING)

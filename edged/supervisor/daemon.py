@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from edged.config import Config, ConfigError, StreamConfig, WorkerConfig, load_config
+from edged.config import Config, ConfigError, WorkerConfig, load_config
 from edged.config.diff import ConfigDiff, diff_configs
 from edged.config.labels import load_labels
 from edged.logs import configure_logging
@@ -32,16 +32,18 @@ from edged.protocol import (
     Result,
     StreamReason,
     StreamState,
+    StreamStatus,
     Up,
+    WorkerState,
 )
 from edged.supervisor.events import EventRelay
-from edged.supervisor.handle import WorkerEvents, WorkerHandle, WorkerState
+from edged.supervisor.handle import WorkerEvents, WorkerHandle
 from edged.supervisor.health import HealthTracker
 from edged.supervisor.ledger import Ledger
 from edged.supervisor.restart import RestartPolicy
 from edged.supervisor.snapshots import SnapshotStore
 from edged.systemd.notify import Notifier
-from edged.systemd.watchdog import ping_watchdog, watchdog_blocker
+from edged.systemd.watchdog import extending_timeout, ping_watchdog, watchdog_blocker
 
 log = structlog.get_logger(__name__)
 
@@ -133,8 +135,9 @@ class Supervisor:
         hurry.cancel()
         for name in self._health.streams:
             self._publish_stream_status(
-                name, "offline", StreamReason.EDGED_STOPPED, "edged stopped"
+                name, StreamStatus.OFFLINE, StreamReason.EDGED_STOPPED, "edged stopped"
             )
+        self._health.rollover(self._handles)
         self._publisher.set_state(
             "health", self._health.snapshot(self._handles, self.generation, self._publisher.stats())
         )
@@ -147,8 +150,10 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # systemd keeps the last STATUS= after the unit stops: make it the outcome.
         unsent = self._publisher.stats()["outbox_depth"]
-        kept = f"{unsent} messages kept in the outbox for the next start" if unsent else (
-            "outbox empty"
+        kept = (
+            f"{unsent} messages kept in the outbox for the next start"
+            if unsent
+            else ("outbox empty")
         )
         self._notifier.status(f"stopped: workers stopped, {kept}")
         log.info("edged stopped", unsent=unsent)
@@ -214,7 +219,9 @@ class Supervisor:
                 if stream.worker == handle.config.name:
                     if handle.state is WorkerState.FAILED:
                         self._publish_stream_status(
-                            name, "failed", StreamReason.WORKER_FAILED,
+                            name,
+                            StreamStatus.FAILED,
+                            StreamReason.WORKER_FAILED,
                             f"worker {handle.config.name} failed: {handle.last_exit}",
                         )
                     else:
@@ -227,24 +234,30 @@ class Supervisor:
     def _streams_of(self, worker: str) -> list[str]:
         return [s.name for s in self.config.streams if s.worker == worker]
 
-    def _publish_stream_status(self, stream: str, status: str, reason: str, detail: str) -> None:
+    def _publish_stream_status(
+        self, stream: str, status: StreamStatus, reason: StreamReason, detail: str
+    ) -> None:
         worker = self._health.streams[stream].worker if stream in self._health.streams else ""
         self._publisher.set_state(
             f"{stream}/status",
-            {"stream": stream, "status": status, "reason": str(reason), "detail": detail,
-             "worker": worker},
+            {
+                "stream": stream,
+                "status": status.value,
+                "reason": reason.value,
+                "detail": detail,
+                "worker": worker,
+            },
         )
 
     # --- startup, watchdog, health ------------------------------------------------------------
 
     async def _announce_ready(self) -> None:
         settled = (WorkerState.READY, WorkerState.FAILED)
-        while not all(h.state in settled for h in self._handles.values()):
-            # Model loads can outlast TimeoutStartSec; tell systemd we are still making progress.
-            self._notifier.extend_timeout(30.0)
-            self._state_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._state_changed.wait(), 10.0)
+        # Model loads can outlast TimeoutStartSec; tell systemd we are still making progress.
+        async with extending_timeout(self._notifier, 30.0):
+            while not all(h.state in settled for h in self._handles.values()):
+                self._state_changed.clear()
+                await self._state_changed.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publisher.wait_connected(), MQTT_READY_GRACE_S)
         self._ready.set()
@@ -274,6 +287,7 @@ class Supervisor:
     async def _health_loop(self) -> None:
         await self._ready.wait()
         while True:
+            self._health.rollover(self._handles)
             snapshot = self._health.snapshot(
                 self._handles, self.generation, self._publisher.stats()
             )
@@ -284,7 +298,7 @@ class Supervisor:
     def _update_status(self) -> str:
         handles = self._handles.values()
         ready = sum(h.state is WorkerState.READY for h in handles)
-        online = sum(s.status == "online" for s in self._health.streams.values())
+        online = self._health.online()
         mqtt = "connected" if self._publisher.connected else "not connected"
         status = (
             f"{ready}/{len(self._handles)} workers ready, {online}/{len(self._health.streams)} "
@@ -363,7 +377,10 @@ class Supervisor:
                 handle.remove_stream(stream.name)
             self._health.forget_stream(stream.name)
             self._publish_stream_status(
-                stream.name, "removed", StreamReason.REMOVED, "not in the config any more"
+                stream.name,
+                StreamStatus.REMOVED,
+                StreamReason.REMOVED,
+                "not in the config any more",
             )
         for name in diff.workers_removed:
             await self._handles.pop(name).stop(STOP_GRACE_S)
@@ -418,7 +435,3 @@ def _file_hash(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return ""
-
-
-def streams_of(config: Config, worker: str) -> list[StreamConfig]:
-    return [s for s in config.streams if s.worker == worker]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import multiprocessing
 import os
 import signal
@@ -39,6 +38,7 @@ from edged.protocol import (
     Up,
     UpdateStream,
     WorkerSpec,
+    WorkerState,
     encode_spec,
 )
 from edged.spawn import worker_process
@@ -54,15 +54,6 @@ _SPAWN = multiprocessing.get_context("spawn")
 PIPE_CLOSED_GRACE_S = 2.0
 # After SIGKILL while stopping: how long to wait for the kernel before giving up on a reap.
 REAP_TIMEOUT_S = 10.0
-
-
-class WorkerState(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    BACKOFF = "backoff"
-    FAILED = "failed"
-    STOPPED = "stopped"
 
 
 @dataclass
@@ -97,7 +88,6 @@ class WorkerHandle:
         self.last_exit = ""
         self._error = ""  # the last fatal Error the current process sent
         self.last_heartbeat = 0.0  # monotonic
-        self.ready_info: Ready | None = None
         self._process: BaseProcess | None = None
         self._channel: SupervisorChannel | None = None
         self._watch: HangWatch | None = None
@@ -210,7 +200,6 @@ class WorkerHandle:
 
     async def _run_once(self) -> int | None:
         self._set_state(WorkerState.STARTING)
-        self.ready_info = None
         self._error = ""
         try:
             process, channel = await self._spawn()
@@ -375,7 +364,6 @@ class WorkerHandle:
             if self._watch is not None:
                 self._watch.beat()
         elif isinstance(message, Ready):
-            self.ready_info = message
             self.last_heartbeat = time.monotonic()
             if self._watch is not None:
                 self._watch.beat()

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edged.backoff import Backoff
 from edged.config.model import RestartConfig
 
 
@@ -53,8 +54,12 @@ class RestartTracker:
     clock: Callable[[], float] = time.monotonic
     rng: Callable[[], float] = random.random
     _restarts: deque[float] = field(default_factory=deque)
-    _consecutive: int = 0
     _up_since: float | None = None
+    _backoff: Backoff = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.policy
+        self._backoff = Backoff(p.initial_delay, p.max_delay, jitter=p.jitter, rng=self.rng)
 
     def started(self) -> None:
         """The worker reported ready."""
@@ -65,7 +70,7 @@ class RestartTracker:
         now = self.clock()
         p = self.policy
         if self._up_since is not None and now - self._up_since >= p.stable_after:
-            self._consecutive = 0
+            self._backoff.reset()
         self._up_since = None
         while self._restarts and now - self._restarts[0] > p.window:
             self._restarts.popleft()
@@ -73,14 +78,9 @@ class RestartTracker:
         if len(self._restarts) > p.budget:
             # The slow cadence is not doubled further: a fixed model file is picked up within
             # `failed_retry`, and the jitter still spreads workers that failed together.
-            return Decision(failed=True, delay=p.failed_retry * self._spread())
-        base = p.boot_error_delay if boot_error else p.initial_delay
-        delay = min(p.max_delay, base * 2**self._consecutive)
-        self._consecutive += 1
-        return Decision(failed=False, delay=delay * self._spread())
-
-    def _spread(self) -> float:
-        return 1.0 + self.policy.jitter * (2.0 * self.rng() - 1.0)
+            return Decision(failed=True, delay=self._backoff.spread(p.failed_retry))
+        first = p.boot_error_delay if boot_error else None
+        return Decision(failed=False, delay=self._backoff.delay(first))
 
     @property
     def restarts_in_window(self) -> int:

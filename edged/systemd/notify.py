@@ -116,10 +116,6 @@ class Notifier:
         .watchdog): a ping that does not depend on health makes the watchdog useless."""
         return self.send("WATCHDOG=1")
 
-    def watchdog_trigger(self, reason: str | None = None) -> bool:
-        """Ask systemd to treat the service as hung now (kill with WatchdogSignal, restart)."""
-        return self._with_status("WATCHDOG=trigger", reason)
-
     def extend_timeout(self, seconds: float) -> bool:
         """Extend the current start/stop/runtime timeout to `seconds` from now. Repeat within
         each such interval while a long phase (model load, outbox drain) lasts."""

@@ -53,20 +53,6 @@ def watchdog_blocker(
     return None
 
 
-def watchdog_ok(
-    heartbeat_ages: Mapping[str, float],
-    deadlines: Mapping[str, float] | float,
-    publisher_alive: bool,
-) -> bool:
-    """`watchdog_blocker(...) is None`."""
-    return watchdog_blocker(heartbeat_ages, deadlines, publisher_alive) is None
-
-
-def task_alive(task: asyncio.Task[object] | None) -> bool:
-    """For `publisher_alive`: the task was started and has not finished (or crashed)."""
-    return task is not None and not task.done()
-
-
 async def ping_watchdog(notifier: Notifier, healthy: Callable[[], str | None]) -> None:
     """Ping every `notifier.watchdog_interval` seconds while `healthy()` returns None.
 

@@ -15,7 +15,14 @@ import structlog
 from edged.backends.base import Backend
 from edged.config.auto import inference_threads
 from edged.config.model import StreamConfig
-from edged.protocol import Metrics, StreamCounters, StreamReason, StreamState, WorkerSpec
+from edged.protocol import (
+    Metrics,
+    StreamCounters,
+    StreamReason,
+    StreamState,
+    StreamStatus,
+    WorkerSpec,
+)
 from edged.track.events import StreamEvents
 from edged.track.tracker import EndReason
 from edged.urls import redact_url
@@ -115,12 +122,14 @@ class WorkerRuntime:
             for message in events.end_all(reason, time.time()):
                 self._channel.send(message)
 
-    def _send_status(self, stream: str, status: str, reason: StreamReason, detail: str) -> None:
-        if status in ("offline", "ended"):
+    def _send_status(
+        self, stream: str, status: StreamStatus, reason: StreamReason, detail: str
+    ) -> None:
+        if status in (StreamStatus.OFFLINE, StreamStatus.ENDED):
             # Its objects are gone from view: their events end now, not at some later frame.
             self._end_events(stream, EndReason.STREAM_OFFLINE, keep=True)
         with contextlib.suppress(ChannelClosed):
-            self._channel.send(StreamState(stream, status, reason, detail))  # type: ignore[arg-type]
+            self._channel.send(StreamState(stream, status, reason, detail))
 
     def _report(self) -> None:
         while not self._stop.wait(self._spec.metrics_interval):

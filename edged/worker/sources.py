@@ -24,8 +24,9 @@ import av
 import structlog
 
 from edged.backends.base import ModelInput, UnsupportedCodec
+from edged.backoff import Backoff
 from edged.config.model import StreamConfig
-from edged.protocol import StreamReason
+from edged.protocol import StreamReason, StreamStatus
 from edged.urls import redact_text, redact_url
 from edged.worker import failures
 from edged.worker.board import FrameBoard, FramePacket
@@ -44,7 +45,9 @@ _LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp:/
 
 
 class StatusCallback(Protocol):
-    def __call__(self, stream: str, status: str, reason: StreamReason, detail: str) -> None: ...
+    def __call__(
+        self, stream: str, status: StreamStatus, reason: StreamReason, detail: str
+    ) -> None: ...
 
 
 def is_live(source: str) -> bool:
@@ -148,11 +151,12 @@ class StreamSource:
 
     def _run(self) -> None:
         batch_scheduling()
-        delay = self.config.reconnect_delay
+        # No jitter: a stream's phase (below) already spreads streams that start together.
+        backoff = Backoff(self.config.reconnect_delay, MAX_BACKOFF_S, jitter=0.0)
         with StreamLog(self.name) as ffmpeg:
             # "starting" before the first attempt only: while a failed stream is retried, its
             # retained status stays offline with the reason, for whoever looks at that moment.
-            self._on_status(self.name, "starting", StreamReason.NONE, "")
+            self._on_status(self.name, StreamStatus.STARTING, StreamReason.NONE, "")
             while not self._stop.is_set():
                 try:
                     outcome = self._attempt(ffmpeg)
@@ -162,10 +166,12 @@ class StreamSource:
                         return
                     if failure.played:
                         # It worked for a while: back off from the first delay again.
-                        delay = self.config.reconnect_delay
+                        backoff.reset()
                     self.reconnects += 1
+                    # reconnect_delay may have changed on reload (UpdateStream): read each time.
+                    delay = backoff.delay(first=self.config.reconnect_delay)
                     detail = f"{failure.detail}; retrying in {delay:.0f} s"
-                    self._on_status(self.name, "offline", failure.reason, detail)
+                    self._on_status(self.name, StreamStatus.OFFLINE, failure.reason, detail)
                     log.warning(
                         "stream offline",
                         stream=self.name,
@@ -175,10 +181,11 @@ class StreamSource:
                         retry_s=delay,
                     )
                     self._stop.wait(delay)
-                    delay = min(delay * 2, MAX_BACKOFF_S)
                     continue
                 if outcome is Outcome.ENDED:
-                    self._on_status(self.name, "ended", StreamReason.END_OF_FILE, "end of file")
+                    self._on_status(
+                        self.name, StreamStatus.ENDED, StreamReason.END_OF_FILE, "end of file"
+                    )
                     return
                 # Stopped while playing.
                 return
@@ -323,7 +330,7 @@ class StreamSource:
         wanted = config.detect_fps <= 0 or stream_time >= clock.next_detect
         if not clock.played:
             clock.played = True
-            self._on_status(self.name, "online", StreamReason.NONE, "")
+            self._on_status(self.name, StreamStatus.ONLINE, StreamReason.NONE, "")
         self.frames_in += 1
         clock.index += 1
         if not live and config.realtime:

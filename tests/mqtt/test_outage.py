@@ -17,7 +17,7 @@ from typing import Any
 import uvloop
 
 from edged.mqtt import Publisher
-from edged.supervisor.health import percentile
+from edged.stats import percentile
 from tests.mqtt.support import (
     Subscriber,
     configs,

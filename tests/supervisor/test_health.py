@@ -1,5 +1,6 @@
-"""Health on MQTT from a real `edged run`: the retained health message, availability with its last
-will, and per-stream retained status, each checked against the shipped JSON Schemas.
+"""Health: the tracker alone on an injected clock, then on MQTT from a real `edged run` (the
+retained health message, availability with its last will, and per-stream retained status, each
+checked against the shipped JSON Schemas).
 """
 
 from __future__ import annotations
@@ -13,8 +14,19 @@ import psutil
 from referencing import Registry, Resource
 
 from edged import __version__
+from edged.config.model import WorkerConfig
 from edged.mqtt.payloads import load_schema
-from edged.supervisor.health import percentile
+from edged.protocol import (
+    Metrics,
+    Result,
+    StreamCounters,
+    StreamReason,
+    StreamState,
+    StreamStatus,
+    WorkerState,
+)
+from edged.supervisor.handle import WorkerEvents, WorkerHandle
+from edged.supervisor.health import HealthTracker
 from tests.support.broker import Broker
 from tests.support.daemon import Daemon, all_gone
 from tests.support.mqtt import Message, Subscriber
@@ -148,12 +160,91 @@ def test_health_availability_and_stream_status(
         subscriber.close()
 
 
-def test_percentile_by_nearest_rank() -> None:
-    assert percentile([], 50) is None
-    assert percentile([7.0], 99) == 7.0
-    values = [float(v) for v in range(1, 101)]  # 1..100
-    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (
-        51.0,
-        95.0,
-        99.0,
+# --- HealthTracker alone, on an injected clock: snapshot() reads, rollover() closes ----------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counters(frames_in: int, processed: int) -> StreamCounters:
+    return StreamCounters("cam", frames_in, processed, 0, 0, 0)
+
+
+def handle(state: WorkerState) -> WorkerHandle:
+    h = WorkerHandle(
+        WorkerConfig(name="w", model="m.onnx"), {}, WorkerEvents(lambda *a: None, lambda h: None)
     )
+    h.state = state
+    return h
+
+
+def test_snapshot_reads_and_rollover_closes_the_interval() -> None:
+    clock = Clock()
+    health = HealthTracker(clock)
+    handles = {"w": handle(WorkerState.READY)}
+    health.track_stream("cam", "w")
+    assert health.on_stream_state(StreamState("cam", StreamStatus.ONLINE, StreamReason.NONE))
+    health.on_metrics("w", Metrics((counters(0, 0),), (10.0, 20.0, 30.0)))
+    clock.now += 2.0
+    health.on_metrics("w", Metrics((counters(50, 20),), ()))
+    for ms in (100.0, 200.0, 300.0):
+        health.on_result(Result("cam", 1, 1000.0, 640, 480, 5.0, b"[]"), 1000.0 + ms / 1000.0)
+
+    health.rollover(handles)
+    first = health.snapshot(handles, 1, {})
+    # Reading twice gives the same answer: nothing moves without a rollover.
+    assert health.snapshot(handles, 1, {}) == first
+    stream = first["streams"]["cam"]
+    assert (stream["fps_in"], stream["fps_processed"]) == (25.0, 10.0)
+    assert stream["latency_ms"] == {"p50": 200.0, "p95": 290.0, "p99": 298.0}
+    assert stream["status"] == "online"
+    assert first["workers"]["w"]["infer_ms_p50"] == 20.0
+
+    # A new interval without new samples: no latency figures, the last rates and p50 stand.
+    health.rollover(handles)
+    second = health.snapshot(handles, 1, {})
+    assert second["streams"]["cam"]["latency_ms"] == {"p50": None, "p95": None, "p99": None}
+    assert second["streams"]["cam"]["fps_in"] == 25.0
+    assert second["workers"]["w"]["infer_ms_p50"] == 20.0
+
+
+def test_a_worker_in_backoff_or_failed_shows_in_its_streams_status() -> None:
+    health = HealthTracker(Clock())
+    health.track_stream("cam", "w")
+    health.on_stream_state(StreamState("cam", StreamStatus.ONLINE, StreamReason.NONE))
+    backoff, failed = handle(WorkerState.BACKOFF), handle(WorkerState.FAILED)
+    backoff.last_exit = failed.last_exit = "exit code 1"
+    stream = health.snapshot({"w": backoff}, 1, {})["streams"]["cam"]
+    assert (stream["status"], stream["reason"], stream["detail"]) == (
+        "offline",
+        "worker_restarting",
+        "worker w restarting after: exit code 1",
+    )
+    stream = health.snapshot({"w": failed}, 1, {})["streams"]["cam"]
+    assert (stream["status"], stream["reason"], stream["detail"]) == (
+        "failed",
+        "worker_failed",
+        "worker w failed: exit code 1",
+    )
+    worker = health.snapshot({"w": failed}, 1, {})["workers"]["w"]
+    assert worker["state"] == "failed" and worker["pid"] is None
+
+
+def test_worker_gone_takes_its_online_streams_offline_and_restarts_their_rates() -> None:
+    clock = Clock()
+    health = HealthTracker(clock)
+    health.track_stream("cam", "w")
+    health.on_stream_state(StreamState("cam", StreamStatus.ONLINE, StreamReason.NONE))
+    health.on_metrics("w", Metrics((counters(0, 0),), ()))
+    clock.now += 1.0
+    health.on_metrics("w", Metrics((counters(10, 10),), ()))
+    health.worker_gone("w")
+    assert health.streams["cam"].status is StreamStatus.OFFLINE
+    assert health.online() == 0
+    health.rollover({})
+    assert health.snapshot({}, 1, {})["streams"]["cam"]["fps_in"] == 0.0

@@ -46,11 +46,10 @@ def test_jitter_stays_within_its_bounds(rng: float, factor: float) -> None:
 
 def test_jitter_spreads_real_random_draws_within_bounds() -> None:
     policy = RestartPolicy(initial_delay=1.0, jitter=0.2, budget=1000, window=1.0)
-    t = RestartTracker(policy, clock=Clock())
     delays = set()
     for _ in range(200):
-        t._consecutive = 0  # each draw from the first step of the backoff
-        delays.add(t.exited(boot_error=False).delay)
+        # A fresh tracker each time: every draw from the first step of the backoff.
+        delays.add(RestartTracker(policy, clock=Clock()).exited(boot_error=False).delay)
     assert all(0.8 <= d <= 1.2 for d in delays)
     assert len(delays) > 100  # really random, not one fixed factor
 

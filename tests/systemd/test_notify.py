@@ -18,9 +18,7 @@ from edged.systemd.notify import Notifier, monotonic_usec, socket_address
 from edged.systemd.watchdog import (
     extending_timeout,
     ping_watchdog,
-    task_alive,
     watchdog_blocker,
-    watchdog_ok,
 )
 
 
@@ -174,25 +172,13 @@ def test_socket_address_forms() -> None:
 
 
 def test_watchdog_gating_decisions() -> None:
-    assert watchdog_ok({"cpu0": 1.0, "npu0": 2.0}, 5.0, publisher_alive=True)
-    assert not watchdog_ok({}, 5.0, publisher_alive=False)
+    assert watchdog_blocker({"cpu0": 1.0, "npu0": 2.0}, 5.0, publisher_alive=True) is None
     assert watchdog_blocker({}, 5.0, publisher_alive=False) == "mqtt publisher task is not running"
     assert watchdog_blocker({"cpu0": 6.0, "npu0": 1.0}, {"cpu0": 5.0, "npu0": 5.0}, True) == (
         "worker heartbeat late: cpu0 6.0s > 5.0s"
     )
-    assert watchdog_ok({}, 5.0, publisher_alive=True)  # no workers expected: supervisor alone
-
-
-def test_task_alive() -> None:
-    async def main() -> None:
-        assert not task_alive(None)
-        task = asyncio.create_task(asyncio.sleep(3600))
-        assert task_alive(task)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert not task_alive(task)
-
-    asyncio.run(main())
+    # No workers expected: the supervisor alone.
+    assert watchdog_blocker({}, 5.0, publisher_alive=True) is None
 
 
 def test_pings_stop_while_unhealthy_and_resume(notify_socket: tuple[socket.socket, str]) -> None:
