@@ -11,10 +11,13 @@ nothing but the environment and the stderr file descriptor). The mode is chosen 
 
 `$EDGED_LOG_FORMAT=console|json|journal` overrides the choice (debugging, tests).
 
-Log calls on a filtered level cost a no-op method call: the bound logger class comes from
-`structlog.make_filtering_bound_logger`, so nothing is formatted below the level. Library code
-that logs through the standard `logging` module (asyncio's "Task exception was never retrieved",
-paho) is routed into the same chain, so nothing leaves the process in a different shape.
+Log calls on a filtered level format nothing: the bound logger class comes from
+`structlog.make_filtering_bound_logger`. Loggers are not cached on first use, so a reload that
+changes `node.log_level` reaches every logger, module-level or bound, at once (a call costs a
+lookup of the current configuration, a few microseconds; nothing logs per frame or per result).
+Library code that logs through the standard `logging` module (asyncio's "Task exception was never
+retrieved", paho) is routed into the same chain, so nothing leaves the process in a
+different shape.
 If a renderer fails, structlog's exception propagates to the caller of the log method; the
 renderers here do not raise for I/O problems (the journal sender falls back to stderr).
 """
@@ -169,9 +172,10 @@ def configure_logging(level: str, *, process: str) -> None:
 
     `level`: debug, info, warning, error or critical (case-insensitive).
     `process`: a short name for this process in every event, e.g. "supervisor", "worker:cpu0".
-    Calling it again (e.g. after a reload changed `log_level`) replaces the configuration;
-    loggers already created keep the old level (cache_logger_on_first_use), so code that must
-    follow level changes should call `get_logger` again after a reconfigure.
+    Calling it again (e.g. after a reload changed `log_level`) replaces the configuration for
+    every logger of the process, including those created before: they are lazy proxies that are
+    never cached, and objects that bind context keep a proxy (`get_logger(name, key=value)`),
+    never a logger resolved under the old configuration.
     """
     name = level.strip().lower()
     if name not in LEVELS:
@@ -182,7 +186,8 @@ def configure_logging(level: str, *, process: str) -> None:
         processors=_processors(mode, process),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_NamedWriteLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached, so a changed level reaches loggers created before (see the docstring).
+        cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
     for handler in list(root.handlers):

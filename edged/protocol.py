@@ -69,11 +69,17 @@ class StopStream(_Msg, frozen=True):
     name: str
 
 
+class SetLogLevel(_Msg, frozen=True):
+    """`node.log_level` changed on reload: the worker's loggers follow at once."""
+
+    level: str
+
+
 class Shutdown(_Msg, frozen=True):
     pass
 
 
-Down = StartStream | UpdateStream | StopStream | Shutdown
+Down = StartStream | UpdateStream | StopStream | SetLogLevel | Shutdown
 
 
 class WorkerSpec(msgspec.Struct, frozen=True):

@@ -184,3 +184,37 @@ def test_journal_stream_of_another_file_is_not_the_journal(
         check=True,
     )
     assert json.loads(out.stderr.splitlines()[-1])["mode"] == "json"
+
+
+RELEVEL = """
+import logging, structlog
+from edged.logs import configure_logging
+module_log = structlog.get_logger("edged.module")  # like every module's `log`
+configure_logging("warning", process="supervisor")
+bound = structlog.get_logger("edged.handle", worker="cpu0")  # like a handle's `_log`
+module_log.info("hidden 1")
+bound.info("hidden 2")
+logging.getLogger("aiomqtt").info("hidden 3")
+configure_logging("debug", process="supervisor")  # a reload changed node.log_level
+module_log.debug("shown 1")
+bound.debug("shown 2")
+logging.getLogger("aiomqtt").debug("shown 3")
+configure_logging("error", process="supervisor")
+module_log.warning("hidden 4")
+bound.error("shown 4")
+"""
+
+
+def test_a_new_level_reaches_loggers_created_and_used_before() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", RELEVEL],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=True,
+    )
+    events = [json.loads(line) for line in out.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["shown 1", "shown 2", "shown 3", "shown 4"]
+    assert events[1]["worker"] == "cpu0" and events[3]["worker"] == "cpu0"

@@ -369,19 +369,24 @@ class Supervisor:
         self._notifier.ready(self._update_status())
 
     async def _apply(self, diff: ConfigDiff, new: Config) -> None:
-        if new.node.log_level != self.config.node.log_level:
+        """Move what the diff says, nothing else (edged.config.diff.RELOAD decides per key)."""
+        if diff.log_level_changed:
             configure_logging(new.node.log_level, process="supervisor")
+            for running in self._handles.values():
+                running.set_log_level(new.node.log_level)
+        staying = {s.name for s in new.streams}
         for stream in diff.streams_removed:
             handle = self._handles.get(stream.worker)
             if handle is not None:
                 handle.remove_stream(stream.name)
             self._health.forget_stream(stream.name)
-            self._publish_stream_status(
-                stream.name,
-                StreamStatus.REMOVED,
-                StreamReason.REMOVED,
-                "not in the config any more",
-            )
+            if stream.name not in staying:  # a reopened stream is announced by its worker
+                self._publish_stream_status(
+                    stream.name,
+                    StreamStatus.REMOVED,
+                    StreamReason.REMOVED,
+                    "not in the config any more",
+                )
         for name in diff.workers_removed:
             await self._handles.pop(name).stop(STOP_GRACE_S)
         self.config = new  # new workers take their streams from the new config
@@ -389,6 +394,8 @@ class Supervisor:
             handle = self._handles[worker.name]
             handle.streams = {s.name: s for s in new.streams if s.worker == worker.name}
             handle.restart_with(worker)
+        for worker in diff.workers_updated:
+            self._handles[worker.name].update_config(worker)
         for worker in diff.workers_added:
             self._add_worker(worker)
         for stream in (*diff.streams_added, *diff.streams_updated):

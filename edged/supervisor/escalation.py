@@ -47,6 +47,11 @@ class HangWatch:
     def __post_init__(self) -> None:
         self._spawned = self.clock()
 
+    def retime(self, ready_timeout: float, heartbeat_timeout: float) -> None:
+        """New timeouts (a reload): deadlines are taken from them from now on."""
+        self.ready_timeout = ready_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+
     def beat(self) -> None:
         """READY or a heartbeat arrived: the worker is making progress."""
         if self._aborted_at is None:  # once aborted, a late heartbeat does not save it

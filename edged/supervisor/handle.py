@@ -32,6 +32,7 @@ from edged.protocol import (
     Error,
     Heartbeat,
     Ready,
+    SetLogLevel,
     Shutdown,
     StartStream,
     StopStream,
@@ -101,7 +102,8 @@ class WorkerHandle:
         self._rearm = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._restart_requested = False
-        self._log = log.bind(worker=config.name)
+        # A proxy, not a resolved logger: a reloaded log level reaches it (edged.logs).
+        self._log = structlog.get_logger(__name__, worker=config.name)
 
     def __repr__(self) -> str:
         return f"<WorkerHandle {self.config.name} {self.state.value} pid={self.pid}>"
@@ -134,6 +136,21 @@ class WorkerHandle:
         self._restart_requested = self._process is not None and self._process.is_alive()
         self._terminate_current("config changed")
         self._wake.set()
+
+    def update_config(self, config: WorkerConfig) -> None:
+        """Only supervisor-side settings changed (deadlines, restart policy): the running process
+        is left alone; the new deadlines apply to it at once, the policy from its next exit."""
+        self.config = config
+        self.tracker.set_policy(self._policy())
+        if self._watch is not None:
+            self._watch.retime(config.ready_timeout, config.heartbeat_timeout)
+            self._rearm.set()  # a deadline may have moved earlier
+
+    def set_log_level(self, level: str) -> None:
+        """`node.log_level` changed: this worker's process follows now, the next one starts so."""
+        self._log_level = level
+        if self._channel is not None:
+            self._channel.send(SetLogLevel(level))
 
     def retry_now(self) -> None:
         """A worker waiting in backoff or failed is started again at once (after a reload:

@@ -61,6 +61,12 @@ class RestartTracker:
         p = self.policy
         self._backoff = Backoff(p.initial_delay, p.max_delay, jitter=p.jitter, rng=self.rng)
 
+    def set_policy(self, policy: RestartPolicy) -> None:
+        """A reloaded `[workers.restart]`: the restarts counted so far still count."""
+        self.policy = policy
+        self._backoff.first, self._backoff.cap = policy.initial_delay, policy.max_delay
+        self._backoff.jitter = policy.jitter
+
     def started(self) -> None:
         """The worker reported ready."""
         self._up_since = self.clock()

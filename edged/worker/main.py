@@ -25,6 +25,7 @@ from edged.protocol import (
     EXIT_PIPE_LOST,
     Error,
     Ready,
+    SetLogLevel,
     Shutdown,
     StartStream,
     StopStream,
@@ -54,10 +55,14 @@ def worker_main(sock: socket.socket, spec_data: bytes) -> None:
     os._exit(code)
 
 
-def _setup_process(name: str, level: str) -> None:
+def _set_log_level(name: str, level: str) -> None:
     from edged.logs import configure_logging
 
     configure_logging(level, process=f"worker:{name}")
+
+
+def _setup_process(name: str, level: str) -> None:
+    _set_log_level(name, level)
     # Ctrl-C on a terminal reaches the whole process group; the supervisor decides when the
     # worker stops (a Shutdown message, then SIGKILL after a grace period), so the worker
     # ignores SIGINT. SIGTERM keeps its default, end now: `systemctl kill` and people use it.
@@ -105,6 +110,9 @@ def _serve(spec, channel: WorkerChannel) -> int:  # type: ignore[no-untyped-def]
                 runtime.update_stream(message.stream)
             elif isinstance(message, StopStream):
                 runtime.stop_stream(message.name)
+            elif isinstance(message, SetLogLevel):
+                _set_log_level(spec.worker.name, message.level)
+                log.info("log level set", level=message.level)
     finally:
         runtime.stop()
         backend.close()

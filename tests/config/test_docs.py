@@ -1,10 +1,12 @@
-"""docs/config.md documents every key the config accepts."""
+"""docs/config.md documents every key the config accepts, and what a reload does with it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from edged.config.diff import RELOAD, Reload, config_keys
 from edged.config.validate import config_schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
@@ -42,3 +44,25 @@ def test_every_config_key_is_documented_in_its_section() -> None:
         if f"| `{key}` |" not in body:
             missing.append(f"{section}.{key}")
     assert not missing, f"not documented in docs/config.md: {missing}"
+
+
+def test_every_keys_reload_column_matches_the_reload_table() -> None:
+    # The "on reload" cell of each key's row says what edged.config.diff.RELOAD decides.
+    text = DOC.read_text()
+    section = ""
+    documented: dict[str, str] = {}
+    for line in text.splitlines():
+        heading = re.match(r"^#{2,3} `\[\[?([a-z.]+)\]?\]`", line)
+        if heading:
+            section = heading.group(1)
+        row = re.match(r"^\| `([a-z_]+)` \|.*\| ([^|]+) \|$", line)
+        if section and row:
+            documented[f"{section}.{row.group(1)}"] = row.group(2).strip()
+    expected = {key: RELOAD[key].value for key in config_keys()}
+    # A row that names a table (`tracking`, `zones`) points at its own rows.
+    tables = {k: v for k, v in documented.items() if k not in expected}
+    assert set(tables.values()) <= {"by key, below"}, tables
+    assert {k: v for k, v in documented.items() if k in expected} == expected
+    legend = text.split("## What a reload changes", 1)[1].split("\n## ", 1)[0]
+    for reload in Reload:
+        assert f"| {reload.value} |" in legend, f"docs/config.md does not explain {reload.value!r}"

@@ -13,8 +13,9 @@ import pytest
 
 from tests.supervisor.test_run_e2e import two_stream_config
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, wait_until
 from tests.support.mqtt import Message, Subscriber
+from tests.support.supervision import log_events
 
 CONFIG_TOPIC = "edged/e2e/config"
 HEALTH_TOPIC = "edged/e2e/health"
@@ -202,3 +203,50 @@ def test_watched_config_file_reloads_without_a_signal(
     finally:
         subscriber.close()
         assert daemon.stop(timeout=10) == 0
+
+
+def test_log_level_reaches_the_supervisor_and_every_worker(
+    tmp_path: Path, assets: Path, broker: Broker
+) -> None:
+    text = two_stream_config(assets, broker, tmp_path / "state").replace(
+        "[node]\n", '[node]\nlog_level = "warning"\n', 1
+    )
+    daemon = Daemon(tmp_path, text)
+    subscriber = Subscriber(broker.port)
+    daemon.start()
+    try:
+        with daemon.dumped_on_failure():
+            subscriber.wait_for(
+                lambda ms: all(Running.count(ms, s) >= 3 for s in ("street", "road")),
+                60,
+                "detections on both streams",
+            )
+            # At "warning", neither the supervisor nor a worker said anything at info.
+            assert [e for e in log_events(daemon) if e["level"] == "info"] == []
+            daemon.config.write_text(text.replace('log_level = "warning"', 'log_level = "info"'))
+            daemon.signal(signal.SIGHUP)
+            messages = subscriber.wait_for(
+                lambda ms: any(m.topic == CONFIG_TOPIC and m.json()["generation"] == 2 for m in ms),
+                20,
+                "the reload's config state",
+            )
+            state = [m for m in messages if m.topic == CONFIG_TOPIC][-1].json()
+            assert "applied live: node.log_level" in state["changed"], state
+
+            def said(process: str, event: str) -> bool:
+                return any(
+                    e["process"] == process and e["event"] == event for e in log_events(daemon)
+                )
+
+            # Loggers that were used at "warning" before (the supervisor's module loggers, the
+            # workers') now log at info: the level reached them all, without a restart.
+            wait_until(
+                lambda: all(said(f"worker:{w}", "log level set") for w in ("cpu0", "cpu1"))
+                and said("supervisor", "config reloaded"),
+                20,
+                "info events from the supervisor and both workers",
+            )
+            assert daemon.stop() == 0
+    finally:
+        subscriber.close()
+        daemon.kill_all()
