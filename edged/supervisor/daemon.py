@@ -37,7 +37,7 @@ from edged.protocol import (
     WorkerState,
 )
 from edged.supervisor.events import EventRelay
-from edged.supervisor.handle import WorkerEvents, WorkerHandle
+from edged.supervisor.handle import Host, WorkerEvents, WorkerHandle
 from edged.supervisor.health import HealthTracker
 from edged.supervisor.ledger import Ledger
 from edged.supervisor.restart import RestartPolicy
@@ -62,13 +62,17 @@ class Supervisor:
         notifier: Notifier,
         echo: Callable[[str, bytes], None] | None = None,
         policy: RestartPolicy | None = None,
+        host: Host | None = None,
     ) -> None:
+        """`policy` and `host` replace the workers' restart policy and their processes and
+        clock (tests: fake workers on virtual time); production passes neither."""
         self.config_path = config_path
         self.config = config
         self.generation = 1
         self.config_hash = _file_hash(config_path)
         self._notifier = notifier
         self._policy = policy
+        self._host = host
         self._publisher = Publisher(
             config.mqtt, config.node, config.homeassistant, Path(config.node.state_dir), echo=echo
         )
@@ -178,6 +182,7 @@ class Supervisor:
             WorkerEvents(self._on_message, self._on_worker_state),
             log_level=self.config.node.log_level,
             policy=self._policy,
+            host=self._host,
         )
         self._handles[worker.name] = handle
         handle.start()

@@ -19,10 +19,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
@@ -57,6 +56,55 @@ PIPE_CLOSED_GRACE_S = 2.0
 REAP_TIMEOUT_S = 10.0
 
 
+class WorkerProcess(Protocol):
+    """What a handle uses of a worker process (multiprocessing's `BaseProcess` in production)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+async def spawn_worker(spec: WorkerSpec) -> tuple[WorkerProcess, socket.socket]:
+    """Start a worker process (spawn) with `spec`; return it and the supervisor's pipe end."""
+    parent, child = socket.socketpair()
+    process = _SPAWN.Process(
+        target=worker_process,
+        args=(child, encode_spec(spec)),
+        name=f"edged-worker-{spec.worker.name}",
+        daemon=False,
+    )
+    try:
+        # Spawning forks, execs and pickles the arguments: keep that off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, process.start)
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+    return process, parent
+
+
+@dataclass(frozen=True)
+class Host:
+    """What a handle needs from the machine: a clock, a way to start a worker, signals.
+
+    Production uses the real ones; the state machine's unit tests pass a clock that is the
+    event loop's (virtual) time and fake processes, so hours of backoff take milliseconds.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    spawn: Callable[[WorkerSpec], Awaitable[tuple[WorkerProcess, socket.socket]]] = field(
+        default=spawn_worker
+    )
+    kill: Callable[[int, int], None] = os.kill
+
+
 @dataclass
 class WorkerEvents:
     """Where a handle delivers what its worker says (all called on the event loop)."""
@@ -75,21 +123,23 @@ class WorkerHandle:
         log_level: str = "info",
         policy: RestartPolicy | None = None,
         heartbeat_interval: float = 1.0,
+        host: Host | None = None,
     ) -> None:
+        self._host = host or Host()
         self.config = config
         self.streams = dict(streams)
         self._events = events
         self._log_level = log_level
         self._heartbeat_interval = heartbeat_interval
         self._policy_override = policy  # tests; otherwise the worker's `[workers.restart]`
-        self.tracker = RestartTracker(self._policy())
+        self.tracker = self._new_tracker()
         self.state = WorkerState.STOPPED
         self.pid: int | None = None
         self.restarts = 0
         self.last_exit = ""
         self._error = ""  # the last fatal Error the current process sent
         self.last_heartbeat = 0.0  # monotonic
-        self._process: BaseProcess | None = None
+        self._process: WorkerProcess | None = None
         self._channel: SupervisorChannel | None = None
         self._watch: HangWatch | None = None
         self._stopping = asyncio.Event()
@@ -111,6 +161,9 @@ class WorkerHandle:
     def _policy(self) -> RestartPolicy:
         return self._policy_override or RestartPolicy.from_config(self.config.restart)
 
+    def _new_tracker(self) -> RestartTracker:
+        return RestartTracker(self._policy(), clock=self._host.clock)
+
     # --- control, from the supervisor --------------------------------------------------------
 
     def start(self) -> None:
@@ -131,7 +184,7 @@ class WorkerHandle:
     def restart_with(self, config: WorkerConfig) -> None:
         """A changed model or backend: stop this worker's process and start it with `config`."""
         self.config = config
-        self.tracker = RestartTracker(self._policy())
+        self.tracker = self._new_tracker()
         # Only a running process is ended on purpose; one in backoff simply starts sooner.
         self._restart_requested = self._process is not None and self._process.is_alive()
         self._terminate_current("config changed")
@@ -157,7 +210,7 @@ class WorkerHandle:
         the model file it could not load may have been fixed in place)."""
         if self.state in (WorkerState.BACKOFF, WorkerState.FAILED):
             self._log.info("retrying now", state=self.state.value)
-            self.tracker = RestartTracker(self._policy())
+            self.tracker = self._new_tracker()
             self._wake.set()
 
     async def stop(self, grace: float) -> None:
@@ -187,7 +240,7 @@ class WorkerHandle:
     def heartbeat_age(self) -> float | None:
         if self.state is not WorkerState.READY:
             return None
-        return time.monotonic() - self.last_heartbeat
+        return self._host.clock() - self.last_heartbeat
 
     # --- the lifecycle task ----------------------------------------------------------------
 
@@ -225,7 +278,9 @@ class WorkerHandle:
             self._log.error("worker not started", reason=self.last_exit)
             return None
         self._process, self._channel, self.pid = process, channel, process.pid
-        self._watch = HangWatch(self.config.ready_timeout, self.config.heartbeat_timeout)
+        self._watch = HangWatch(
+            self.config.ready_timeout, self.config.heartbeat_timeout, clock=self._host.clock
+        )
         exited = self._watch_exit(process)
         reader = asyncio.create_task(self._read(channel), name=f"pipe:{self.config.name}")
         sent: signal.Signals | None = None
@@ -260,7 +315,7 @@ class WorkerHandle:
 
     async def _supervise(
         self,
-        process: BaseProcess,
+        process: WorkerProcess,
         exited: asyncio.Future[None],
         reader: asyncio.Task[None],
         watch: HangWatch,
@@ -291,7 +346,7 @@ class WorkerHandle:
                 timeout = verdict.check_in
                 if reader.done():
                     # The pipe closed but the process lingers: give it a moment, then make sure.
-                    now = time.monotonic()
+                    now = self._host.clock()
                     if pipe_closed_at is None:
                         pipe_closed_at = now
                     if now - pipe_closed_at >= PIPE_CLOSED_GRACE_S:
@@ -315,7 +370,7 @@ class WorkerHandle:
             stopping.cancel()
 
     async def _stop_process(
-        self, process: BaseProcess, exited: asyncio.Future[None]
+        self, process: WorkerProcess, exited: asyncio.Future[None]
     ) -> signal.Signals | None:
         """Shutdown message, `grace` seconds (none after a second signal), then SIGKILL."""
         self._set_state(WorkerState.STOPPING)
@@ -338,28 +393,14 @@ class WorkerHandle:
             self._log.warning("worker did not stop in time; killing it", grace_s=self._grace)
         return self._signal(process, signal.SIGKILL)
 
-    async def _spawn(self) -> tuple[BaseProcess, SupervisorChannel]:
+    async def _spawn(self) -> tuple[WorkerProcess, SupervisorChannel]:
         spec = WorkerSpec(
             self.config,
             tuple(self.streams.values()),
             log_level=self._log_level,
             heartbeat_interval=self._heartbeat_interval,
         )
-        parent, child = socket.socketpair()
-        process = _SPAWN.Process(
-            target=worker_process,
-            args=(child, encode_spec(spec)),
-            name=f"edged-worker-{self.config.name}",
-            daemon=False,
-        )
-        try:
-            # Spawning forks, execs and pickles the arguments: keep that off the event loop.
-            await asyncio.get_running_loop().run_in_executor(None, process.start)
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
+        process, parent = await self._host.spawn(spec)
         self._log.info("worker spawned", pid=process.pid)
         return process, await SupervisorChannel.open(parent)
 
@@ -377,11 +418,11 @@ class WorkerHandle:
 
     def _handle(self, message: Up) -> None:
         if isinstance(message, Heartbeat):
-            self.last_heartbeat = time.monotonic()
+            self.last_heartbeat = self._host.clock()
             if self._watch is not None:
                 self._watch.beat()
         elif isinstance(message, Ready):
-            self.last_heartbeat = time.monotonic()
+            self.last_heartbeat = self._host.clock()
             if self._watch is not None:
                 self._watch.beat()
             self.tracker.started()
@@ -406,7 +447,7 @@ class WorkerHandle:
             if self._channel is not None:
                 self._channel.send(Shutdown())
 
-    def _watch_exit(self, process: BaseProcess) -> asyncio.Future[None]:
+    def _watch_exit(self, process: WorkerProcess) -> asyncio.Future[None]:
         """A future that resolves when the process ends (its sentinel fd becomes readable)."""
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
@@ -427,11 +468,11 @@ class WorkerHandle:
         loop.add_reader(process.sentinel, on_sentinel)
         return exited
 
-    def _signal(self, process: BaseProcess, sig: signal.Signals) -> signal.Signals | None:
+    def _signal(self, process: WorkerProcess, sig: signal.Signals) -> signal.Signals | None:
         """Send `sig` if the process is still there; return it when sent."""
         if process.pid is not None and process.exitcode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, sig)
+                self._host.kill(process.pid, sig)
                 return sig
         return None
 

@@ -69,7 +69,9 @@ def _counts_and_skips(counter: bench_counter.Counter, port: int) -> None:
         assert (s0.first_frame, s0.last_frame) == (2, 4)
         assert start <= s0.first_at <= s0.last_at <= time.time()
         assert len(counter.latency_ms) == 4
-        assert all(-5 < ms < 2000 for ms in counter.latency_ms), counter.latency_ms
+        # Milliseconds (not seconds), and no message took longer than the test has run.
+        longest = (time.time() - start) * 1000.0
+        assert all(-5 < ms <= longest for ms in counter.latency_ms), (counter.latency_ms, longest)
         assert counter.health == {"workers": {"cpu0": {"pid": 12}}}
         assert counter.bad_lines >= 2
 

