@@ -114,9 +114,13 @@ def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(
     finally:
         source.stop()
         source.join(5)
-    decoded_rate = source.frames_in / elapsed
-    assert 20 <= decoded_rate <= 40, decoded_rate  # paced like a 30 fps camera
-    assert 6 <= taken <= 14, taken  # about 5 a second reach the detector
+    frames = source.frames_in
+    # Paced like a 30 fps camera: never faster (a loaded box may decode slower; then the file
+    # falls behind its clock, it does not race to catch up).
+    assert 0 < frames / elapsed <= 40, frames / elapsed
+    # detect_fps thins by the stream's own clock, however fast this box decoded: one frame in
+    # six (30 -> 5 a second) reaches the detector; never more, and few lost on the way.
+    assert frames / 6 / 2 <= taken <= frames / 6 + 2, (taken, frames)
 
 
 def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, backend: Backend) -> None:
