@@ -206,7 +206,7 @@ class Supervisor:
         elif isinstance(message, Metrics):
             self._health.on_metrics(handle.config.name, message)
         elif isinstance(message, StreamState) and self._health.on_stream_state(message):
-            if message.status != "online":
+            if message.status is not StreamStatus.ONLINE:
                 self._events.stream_not_online(message.stream)
             self._publish_stream_status(
                 message.stream, message.status, message.reason, message.detail
