@@ -99,7 +99,11 @@ class EventRelay:
     def on_counts(self, counts: Counts) -> None:
         stream = counts.stream
         known = self._counts.setdefault(stream, {})
-        for label in set(known) | set(counts.labels):
+        config = self._streams.get(stream)
+        # A stream's configured labels are published from its first count on, 0 until seen
+        # (a Home Assistant sensor then has a state at once); others from when first seen.
+        listed = set(config.labels) if config is not None else set()
+        for label in set(known) | set(counts.labels) | listed:
             value = counts.labels.get(label, 0)
             if known.get(label, -1) != value:
                 known[label] = value
