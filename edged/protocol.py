@@ -20,7 +20,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 class StreamStatus(enum.StrEnum):
     """A stream's status, as the retained `<stream>/status` message and health say it.
 
-    A worker reports the first four for its own streams; the supervisor adds the last two.
+    A worker reports the first four for its own streams; the supervisor adds the last three.
     """
 
     STARTING = "starting"  # opening the source
@@ -29,6 +29,7 @@ class StreamStatus(enum.StrEnum):
     ENDED = "ended"  # a file without `loop` reached its end
     FAILED = "failed"  # its worker is failed (past its restart budget), retried slowly
     REMOVED = "removed"  # no longer in the config
+    STOPPED = "stopped"  # detection turned off with its switch (StreamReason.DETECTION_OFF)
 
 
 class WorkerState(enum.StrEnum):
@@ -237,6 +238,7 @@ class StreamReason(enum.StrEnum):
     WORKER_FAILED = "worker_failed"
     EDGED_STOPPED = "edged_stopped"
     REMOVED = "removed"  # the stream is no longer in the config
+    DETECTION_OFF = "detection_off"  # turned off with the stream's detection switch
 
 
 class StreamState(_Msg, frozen=True):

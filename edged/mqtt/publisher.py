@@ -22,7 +22,8 @@ import asyncio
 import collections
 import contextlib
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from edged.mqtt.connection import (
     read_password,
     tls_context,
 )
+from edged.mqtt.discovery import StreamEntities
 from edged.mqtt.outbox import Outbox
 from edged.mqtt.payloads import encode_detections, encode_json, encode_state
 from edged.mqtt.sender import WINDOW, DurableSender
@@ -56,6 +58,16 @@ log = structlog.get_logger(__name__)
 STATE_BATCH = 32
 # The v5 session outlives a short disconnect, so the broker keeps our subscription.
 SESSION_EXPIRY_S = 3600
+# The discovery topics edged has announced and not yet seen deleted, kept in the state
+# directory: a stream or label removed while edged was stopped is deleted at the next start.
+ANNOUNCED_FILE = "ha-announced.json"
+# What a detection command may say (case-insensitive): Home Assistant's switch sends ON/OFF.
+_COMMAND_WORDS = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def parse_detection_command(payload: bytes) -> bool | None:
+    """ON/OFF (or true/false, 1/0) -> enabled; None when it is none of these."""
+    return _COMMAND_WORDS.get(payload.decode("utf-8", "replace").strip().lower())
 
 
 class PublisherState(enum.Enum):
@@ -88,12 +100,14 @@ class Publisher:
         state_dir: Path,
         *,
         echo: Callable[[str, bytes], None] | None = None,
+        on_detection: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._node = node
         self._ha = homeassistant
         self._topics = Topics(mqtt.topic_prefix, node.name, homeassistant.discovery_prefix)
         self._echo = echo
+        self._on_detection = on_detection
         self._outbox = Outbox(Path(state_dir), mqtt.outbox.memory_messages, mqtt.outbox.disk_bytes)
 
         self._states: dict[str, bytes] = {}  # suffix -> retained payload (b"" = delete)
@@ -103,6 +117,11 @@ class Publisher:
         self._streams: tuple[str, ...] = ()
         self._tracked: set[str] = set()
         self._labels_of: dict[str, tuple[str, ...]] = {}
+        self._entities: tuple[StreamEntities, ...] = ()
+        # Read before the loop runs, like the outbox (a few hundred bytes).
+        self._announced_path = Path(state_dir) / ANNOUNCED_FILE
+        self._announced: set[str] = _read_announced(self._announced_path)
+        self._announced_saved = set(self._announced)
         self._counts: dict[str, dict[str, int]] = {}  # stream -> label -> last published count
 
         self._state = PublisherState.IDLE
@@ -173,15 +192,27 @@ class Publisher:
         self._echo_out(topic, payload)
 
     def set_streams(
-        self, streams: Sequence[StreamConfig], labels_of: Mapping[str, Sequence[str]]
+        self,
+        streams: Sequence[StreamConfig],
+        labels_of: Mapping[str, Sequence[str]],
+        entities: Sequence[StreamEntities] | None = None,
     ) -> None:
+        """The configured streams; `entities` overrides what each announces to Home Assistant
+        (default: from its config, `discovery.stream_entities`)."""
         self._streams = tuple(s.name for s in streams)
         # A tracked stream's counts come debounced from its tracker (edged.supervisor.events),
         # not from each frame's boxes.
         self._tracked = {s.name for s in streams if s.tracking.enabled}
         self._labels_of = {s: tuple(labels_of.get(s, ())) for s in self._streams}
+        if entities is None:
+            entities = [discovery.stream_entities(s, self._labels_of[s.name]) for s in streams]
+        self._entities = tuple(entities)
         self._outbox.reserve(list(self._streams))
         self._rebuild_ha()
+
+    def set_detection(self, stream: str, enabled: bool) -> None:
+        """Retained `<stream>/detection`: the state of the stream's detection switch."""
+        self.set_state(Topics.detection_suffix(stream), {"stream": stream, "enabled": enabled})
 
     async def reconfigure(
         self, mqtt: MqttConfig, node: NodeConfig, homeassistant: HomeAssistantConfig
@@ -355,6 +386,8 @@ class Publisher:
         await self._publish_state(conn, topics.availability, ONLINE.encode(), timeout)
         if self._ha.enabled:
             await conn.subscribe(topics.ha_status, timeout)
+        if self._on_detection is not None:
+            await conn.subscribe(topics.detection_commands, timeout)
         # Retained state and discovery go out again on every connect.
         self._mark_all_dirty()
         self._outbox.set_online()
@@ -397,6 +430,19 @@ class Publisher:
     def _on_message(self, topic: str, payload: bytes) -> None:
         """Runs inside the connection's read callback: marks things dirty, publishes nothing."""
         topics = self._topics
+        stream = topics.command_stream(topic)
+        if stream is not None and self._on_detection is not None:
+            enabled = parse_detection_command(payload)
+            if enabled is None:
+                log.warning("mqtt_detection_command_ignored", topic=topic,
+                            payload=payload[:32].decode("utf-8", "replace"),
+                            expected="ON or OFF")
+            else:
+                try:
+                    self._on_detection(stream, enabled)
+                except Exception:
+                    log.exception("mqtt_detection_command_failed", stream=stream)
+            return
         if topic == topics.ha_status and payload == b"online":
             log.info("mqtt_homeassistant_online")
             for t in self._discovery:
@@ -410,18 +456,39 @@ class Publisher:
             await self._state_event.wait()
             self._state_event.clear()
             while self._dirty:
+                # Discovery first, each batch acknowledged before the next: an entity is deleted
+                # in Home Assistant before its state topic is cleared (else HA renders its
+                # template on the empty payload and logs an error).
+                dirty = list(self._dirty)
+                pick = [t for t in dirty if t in self._discovery] or dirty
                 batch: list[tuple[str, bytes]] = []
-                for topic in list(self._dirty)[:STATE_BATCH]:
+                for topic in pick[:STATE_BATCH]:
                     del self._dirty[topic]
                     payload = self._retained_payload(topics, topic)
                     if payload is not None:
                         batch.append((topic, payload))
+                # Remembered before it is announced: a crash in between still deletes it later.
+                await self._save_announced(t for t, p in batch if p and t in self._discovery)
                 await asyncio.gather(
                     *(self._publish_state(conn, t, p, timeout) for t, p in batch)
                 )
                 for topic, payload in batch:
                     if not payload:
                         self._forget_tombstone(topics, topic)
+                await self._save_announced(())
+
+    async def _save_announced(self, new: Iterable[str]) -> None:
+        self._announced.update(new)
+        if self._announced == self._announced_saved:
+            return
+        wanted = sorted(self._announced)
+        try:
+            await asyncio.to_thread(_write_announced, self._announced_path, wanted)
+            self._announced_saved = set(wanted)
+        except OSError as exc:
+            # Not fatal: only a later cleanup of removed streams depends on it.
+            log.warning("mqtt_announced_not_saved", file=str(self._announced_path),
+                        error=str(exc))
 
     # --- retained state ----------------------------------------------------------------------
 
@@ -454,6 +521,7 @@ class Publisher:
     def _forget_tombstone(self, topics: Topics, topic: str) -> None:
         if self._discovery.get(topic) == b"":
             del self._discovery[topic]
+            self._announced.discard(topic)
         suffix = topic.removeprefix(topics.base + "/")
         if self._states.get(suffix) == b"":
             del self._states[suffix]
@@ -464,13 +532,12 @@ class Publisher:
     # --- Home Assistant ----------------------------------------------------------------------
 
     def _rebuild_ha(self) -> None:
-        """Discovery and count topics for the current streams; empty payloads for the gone ones."""
+        """Discovery and count topics for the current streams; empty payloads for the gone ones
+        (also for those a previous run announced, remembered in the state directory)."""
         wanted: dict[str, bytes] = {}
         counts: set[str] = set()
         if self._ha.enabled:
-            for topic, config in discovery.messages(
-                self._topics, self._streams, self._labels_of
-            ).items():
+            for topic, config in discovery.messages(self._topics, self._entities).items():
                 wanted[topic] = encode_json(config)
             for stream in self._streams:
                 for label in self._labels_of.get(stream, ()):
@@ -478,10 +545,15 @@ class Publisher:
         for topic, payload in self._discovery.items():
             if topic not in wanted and payload:
                 wanted[topic] = b""  # deletes the entity in Home Assistant
+        for topic in self._announced:
+            if topic not in wanted:
+                wanted[topic] = b""
+        switches = {Topics.detection_suffix(s) for s in self._streams}
         for suffix, payload in list(self._states.items()):
-            if suffix.split("/", 1)[0] in self._tracked:
-                continue  # its tracker's counts (edged.supervisor.events)
-            if "/count/" in suffix and suffix not in counts and payload:
+            tracked = suffix.split("/", 1)[0] in self._tracked  # counts: the tracker's
+            gone_count = "/count/" in suffix and suffix not in counts and not tracked
+            gone_switch = suffix.endswith("/detection") and suffix not in switches
+            if (gone_count or gone_switch) and payload:
                 self._set_state(suffix, b"")
         self._discovery = wanted
         for topic in wanted:
@@ -543,3 +615,23 @@ class Publisher:
         else:
             log.debug("mqtt_connect_failed", error=msg, failures=self._failures)
         self._last_error = msg
+
+
+def _read_announced(path: Path) -> set[str]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as exc:
+        log.warning("mqtt_announced_unreadable", file=str(path), error=str(exc))
+        return set()
+    topics = data.get("discovery", []) if isinstance(data, dict) else []
+    return {t for t in topics if isinstance(t, str)}
+
+
+def _write_announced(path: Path, topics: list[str]) -> None:
+    """Atomically (write and rename): a crash leaves the old list or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"v": 1, "discovery": topics}))
+    tmp.replace(path)

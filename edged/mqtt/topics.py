@@ -60,6 +60,43 @@ class Topics:
     def count_suffix(stream: str, label: str) -> str:
         return f"{stream}/count/{slug(label)}"
 
+    @staticmethod
+    def stream_status_suffix(stream: str) -> str:
+        return f"{stream}/status"
+
+    @staticmethod
+    def zone_suffix(stream: str, zone: str, label: str) -> str:
+        return f"{stream}/zone/{zone}/{slug(label)}"
+
+    @staticmethod
+    def line_suffix(stream: str, line: str, label: str) -> str:
+        return f"{stream}/line/{line}/{slug(label)}"
+
+    @staticmethod
+    def snapshot_suffix(stream: str, label: str) -> str:
+        return f"{stream}/snapshot/{slug(label)}"
+
+    @staticmethod
+    def detection_suffix(stream: str) -> str:
+        """Retained: whether detection is on for the stream (the switch's state)."""
+        return f"{stream}/detection"
+
+    def detection_command(self, stream: str) -> str:
+        """Where Home Assistant, Node-RED or a script asks to turn detection on or off."""
+        return f"{self.base}/{stream}/detection/set"
+
+    @property
+    def detection_commands(self) -> str:
+        """The subscription that covers every stream's detection command."""
+        return f"{self.base}/+/detection/set"
+
+    def command_stream(self, topic: str) -> str | None:
+        """The stream a detection command topic names (None: not one of ours)."""
+        head, sep, stream = topic.removesuffix("/detection/set").rpartition("/")
+        if not sep or head != self.base or not topic.endswith("/detection/set"):
+            return None
+        return stream if _SUFFIX.match(stream) else None
+
     @property
     def ha_status(self) -> str:
         return f"{self.discovery_prefix}/status"

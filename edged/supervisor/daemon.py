@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from edged.config import Config, ConfigError, WorkerConfig, load_config
+from edged.config import Config, ConfigError, StreamConfig, WorkerConfig, load_config
 from edged.config.diff import ConfigDiff, diff_configs
 from edged.config.labels import load_labels
 from edged.logs import configure_logging
@@ -42,6 +42,7 @@ from edged.supervisor.health import HealthTracker
 from edged.supervisor.ledger import Ledger
 from edged.supervisor.restart import RestartPolicy
 from edged.supervisor.snapshots import SnapshotStore
+from edged.supervisor.switches import DetectionSwitches
 from edged.systemd.notify import Notifier
 from edged.systemd.watchdog import extending_timeout, ping_watchdog, watchdog_blocker
 
@@ -73,8 +74,14 @@ class Supervisor:
         self._notifier = notifier
         self._policy = policy
         self._host = host
+        self._detection = DetectionSwitches(Path(config.node.state_dir))
         self._publisher = Publisher(
-            config.mqtt, config.node, config.homeassistant, Path(config.node.state_dir), echo=echo
+            config.mqtt,
+            config.node,
+            config.homeassistant,
+            Path(config.node.state_dir),
+            echo=echo,
+            on_detection=self._on_detection_command,
         )
         state_dir = Path(config.node.state_dir)
         self._ledger = Ledger(state_dir)
@@ -87,6 +94,7 @@ class Supervisor:
         self._state_changed = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._switch_saves: set[asyncio.Task[None]] = set()
         self._status = ""
         # Set when the stop begins: from then on STATUS= says what the stop is doing, and no
         # worker count (which changes as workers stop) may overwrite it.
@@ -106,6 +114,7 @@ class Supervisor:
         self._events.end_left_open()
         for worker in self.config.workers:
             self._add_worker(worker)
+        self._publish_switches()
         self._spawn_task(self._announce_ready(), "startup")
         self._spawn_task(self._health_loop(), "health")
         self._spawn_task(self._reload_loop(), "reload")
@@ -173,9 +182,12 @@ class Supervisor:
     # --- workers and their messages -----------------------------------------------------------
 
     def _add_worker(self, worker: WorkerConfig) -> None:
-        streams = {s.name: s for s in self.config.streams if s.worker == worker.name}
-        for name in streams:
-            self._health.track_stream(name, worker.name)
+        streams = self._detecting(worker.name)
+        for stream in self.config.streams:
+            if stream.worker == worker.name:
+                self._health.track_stream(stream.name, worker.name)
+                if not self._detection.enabled(stream.name):
+                    self._detection_off(stream.name)
         handle = WorkerHandle(
             worker,
             streams,
@@ -205,7 +217,12 @@ class Supervisor:
                 self._events.on_counts(message)
         elif isinstance(message, Metrics):
             self._health.on_metrics(handle.config.name, message)
-        elif isinstance(message, StreamState) and self._health.on_stream_state(message):
+        elif (
+            isinstance(message, StreamState)
+            # a stream stopped (detection off, removed) may still report its last state
+            and message.stream in handle.streams
+            and self._health.on_stream_state(message)
+        ):
             if message.status is not StreamStatus.ONLINE:
                 self._events.stream_not_online(message.stream)
             self._publish_stream_status(
@@ -238,6 +255,65 @@ class Supervisor:
 
     def _streams_of(self, worker: str) -> list[str]:
         return [s.name for s in self.config.streams if s.worker == worker]
+
+    # --- the detection switch -----------------------------------------------------------------
+
+    def _detecting(self, worker: str) -> dict[str, StreamConfig]:
+        """The worker's streams that have detection on (the ones its process runs)."""
+        return {
+            s.name: s
+            for s in self.config.streams
+            if s.worker == worker and self._detection.enabled(s.name)
+        }
+
+    def _on_detection_command(self, stream: str, enabled: bool) -> None:
+        """`<stream>/detection/set` from Home Assistant, Node-RED or a script: stop or start the
+        stream on its worker now (the decoder and inference stop: no CPU spent), remember it in
+        the state directory, then say so on the retained `<stream>/detection`."""
+        config = next((s for s in self.config.streams if s.name == stream), None)
+        if config is None:
+            log.warning("detection command for an unknown stream", stream=stream)
+            return
+        if self._detection.switch(stream, enabled):
+            handle = self._handles.get(config.worker)
+            log.info("detection switched", stream=stream, enabled=enabled)
+            if enabled:
+                self._health.track_stream(stream, config.worker)
+                stream_health = self._health.streams[stream]
+                stream_health.status = StreamStatus.STARTING
+                stream_health.reason, stream_health.detail = StreamReason.NONE, ""
+                self._publish_stream_status(stream, StreamStatus.STARTING, StreamReason.NONE, "")
+                if handle is not None:
+                    handle.set_stream(config)
+            else:
+                if handle is not None:
+                    handle.remove_stream(stream)
+                self._detection_off(stream)
+            self._update_status()
+        # Not one of `_tasks` (the watchdog treats an ended one as a dead loop).
+        task = asyncio.create_task(self._save_switch(stream), name=f"switch-{stream}")
+        self._switch_saves.add(task)
+        task.add_done_callback(self._switch_saves.discard)
+
+    async def _save_switch(self, stream: str) -> None:
+        await self._detection.save()
+        self._publisher.set_detection(stream, self._detection.enabled(stream))
+
+    def _detection_off(self, stream: str) -> None:
+        health = self._health.streams.get(stream)
+        detail = "detection is turned off (the stream's detection switch)"
+        if health is not None:
+            health.status, health.reason, health.detail = (
+                StreamStatus.STOPPED, StreamReason.DETECTION_OFF, detail
+            )
+        self._publish_stream_status(
+            stream, StreamStatus.STOPPED, StreamReason.DETECTION_OFF, detail
+        )
+        self._events.stream_not_online(stream)
+
+    def _publish_switches(self) -> None:
+        for stream in self.config.streams:
+            self._publisher.set_detection(stream.name, self._detection.enabled(stream.name))
 
     def _publish_stream_status(
         self, stream: str, status: StreamStatus, reason: StreamReason, detail: str
@@ -397,7 +473,7 @@ class Supervisor:
         self.config = new  # new workers take their streams from the new config
         for worker in diff.workers_restarted:
             handle = self._handles[worker.name]
-            handle.streams = {s.name: s for s in new.streams if s.worker == worker.name}
+            handle.streams = self._detecting(worker.name)
             handle.restart_with(worker)
         for worker in diff.workers_updated:
             self._handles[worker.name].update_config(worker)
@@ -405,11 +481,15 @@ class Supervisor:
             self._add_worker(worker)
         for stream in (*diff.streams_added, *diff.streams_updated):
             self._health.track_stream(stream.name, stream.worker)
-            self._handles[stream.worker].set_stream(stream)
+            if self._detection.enabled(stream.name):
+                self._handles[stream.worker].set_stream(stream)
+            else:
+                self._detection_off(stream.name)
         if diff.mqtt_changed:
             await self._publisher.reconfigure(new.mqtt, new.node, new.homeassistant)
         self._publisher.set_streams(new.streams, self._labels_of(new))
         self._events.set_streams(new.streams)
+        self._publish_switches()
 
     def _publish_config_state(self, *, ok: bool, errors: list[str], changed: str = "") -> None:
         self._publisher.set_state(

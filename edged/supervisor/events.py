@@ -26,7 +26,7 @@ import structlog
 from edged.config.model import StreamConfig
 from edged.mqtt.payloads import encode_event
 from edged.mqtt.publisher import Publisher
-from edged.mqtt.topics import Topics, slug
+from edged.mqtt.topics import Topics
 from edged.protocol import Counts, Crossing, EventKind, ObjectEvent
 from edged.supervisor.ledger import Ledger, LineTotal
 from edged.supervisor.snapshots import SnapshotStore
@@ -158,7 +158,7 @@ class EventRelay:
         pub.publish_durable(f"{event.stream}/events", payload)
         self.published += 1
         if jpeg:
-            suffix = f"{event.stream}/snapshot/{slug(event.label)}"
+            suffix = Topics.snapshot_suffix(event.stream, event.label)
             self._retained.setdefault(event.stream, set()).add(suffix)
             pub.set_state_bytes(suffix, jpeg)
             stream = self._streams.get(event.stream)
@@ -176,7 +176,7 @@ class EventRelay:
     def _publish_zone(self, stream: str, zone: str, label: str, value: int | None) -> None:
         self._set(
             stream,
-            f"{stream}/zone/{zone}/{slug(label)}",
+            Topics.zone_suffix(stream, zone, label),
             {"stream": stream, "zone": zone, "label": label, "count": value},
         )
 
@@ -184,7 +184,7 @@ class EventRelay:
         per = total.counts.get(label, {})
         self._set(
             stream,
-            f"{stream}/line/{line}/{slug(label)}",
+            Topics.line_suffix(stream, line, label),
             {
                 "stream": stream,
                 "line": line,

@@ -42,6 +42,7 @@ SCHEMAS = (
     "event",
     "zone_count",
     "line_count",
+    "detection",
 )
 
 
@@ -87,6 +88,10 @@ def schema_for(topic: str, prefix: str = "edged", discovery: str = "homeassistan
         return "zone_count"
     if len(rest) == 4 and rest[1] == "line":
         return "line_count"
+    if len(rest) == 2 and rest[1] == "detection":
+        return "detection"
+    if len(rest) == 3 and rest[1:] == ["detection", "set"]:
+        return None  # a command: ON or OFF from Home Assistant, Node-RED or a script
     return "state"
 
 
