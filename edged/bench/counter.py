@@ -311,12 +311,12 @@ class PahoCounter(Counter):
     def __init__(self, host: str, port: int) -> None:
         super().__init__()
         self._subscribed = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.connect(host, port, keepalive=30)
-        self._client.loop_start()
+        self._paho = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self._paho.on_connect = self._on_connect
+        self._paho.on_subscribe = lambda *a: self._subscribed.set()
+        self._paho.on_message = self._on_message
+        self._paho.connect(host, port, keepalive=30)
+        self._paho.loop_start()
         if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
             self.close()
             raise RuntimeError(f"could not subscribe to the broker at {host}:{port}")
@@ -332,5 +332,5 @@ class PahoCounter(Counter):
             self._take(now, msg.topic.encode(), msg.payload)
 
     def close(self) -> None:
-        self._client.disconnect()  # first: it wakes the loop, which loop_stop() waits for
-        self._client.loop_stop()
+        self._paho.disconnect()  # first: it wakes the loop, which loop_stop() waits for
+        self._paho.loop_stop()

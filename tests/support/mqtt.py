@@ -38,14 +38,14 @@ class Subscriber:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._topics = topics
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
+        self._paho = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+        self._paho.on_connect = self._on_connect
+        self._paho.on_message = self._on_message
+        self._paho.on_subscribe = lambda *a: self._subscribed.set()
         if username is not None:
-            self._client.username_pw_set(username, password)
-        self._client.connect("127.0.0.1", port, keepalive=10)
-        self._client.loop_start()
+            self._paho.username_pw_set(username, password)
+        self._paho.connect("127.0.0.1", port, keepalive=10)
+        self._paho.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError(f"could not subscribe on 127.0.0.1:{port}")
 
@@ -77,5 +77,5 @@ class Subscriber:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; topics: {topics}")
 
     def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
+        self._paho.loop_stop()
+        self._paho.disconnect()
