@@ -32,6 +32,7 @@ import numpy as np
 if TYPE_CHECKING:
     import av
 
+    from edged.backends.picture import Picture
     from edged.config.model import StreamConfig
 
 
@@ -76,8 +77,9 @@ class MediaPath(Protocol[FrameT]):
     def release(self, model_input: ModelInput) -> None:
         """The model input is no longer used; its buffer may be reused. Any thread."""
 
-    def snapshot(self) -> np.ndarray | None:
-        """The last decoded frame as an HxWx3 uint8 BGR host image, or None before the first."""
+    def snapshot(self) -> Picture | None:
+        """The last decoded frame on the host (converted to BGR only where it is read,
+        edged/backends/picture.py), or None before the first."""
 
     def close(self) -> None:
         """Free the decoder and buffers; model inputs still out may still be released."""

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edged.backends.base import ModelInput, UnsupportedCodec
+from edged.backends.picture import BgrPicture, I420Picture, Picture
 from edged.detect.letterbox import Letterbox
 
 # Frame formats whose planes are Y, U, V at 4:2:0 (yuvj420p: full-range, the MJPEG of webcams;
@@ -99,9 +100,19 @@ class HostMediaPath:
     def release(self, model_input: ModelInput) -> None:
         self._preprocess.release(model_input)
 
-    def snapshot(self) -> np.ndarray | None:
+    def snapshot(self) -> Picture | None:
+        """The last decoded frame's planes, kept (no copy, no conversion): the decoder takes new
+        buffers while the frame holds its own, and only the region a snapshot needs becomes BGR."""
         last = self._last
-        return None if last is None else last.to_ndarray(format="bgr24")
+        if last is None:
+            return None
+        if last.format.name in _YUV420:
+            planes = last.planes
+            return I420Picture(
+                plane_array(planes[0]), plane_array(planes[1]), plane_array(planes[2]), last
+            )
+        bgr: NDArray[np.uint8] = last.to_ndarray(format="bgr24")  # type: ignore[assignment]
+        return BgrPicture(bgr)
 
     def close(self) -> None:
         self._last = None

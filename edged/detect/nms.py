@@ -38,10 +38,11 @@ def nms(
     xywh = np.empty((len(boxes), 4), np.float64)
     xywh[:, :2] = boxes[:, :2]
     xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    # OpenCV takes arrays where its type stubs only name sequences (lists would cost a copy).
     keep = cv2.dnn.NMSBoxesBatched(
-        xywh,
-        np.asarray(scores, np.float32),
-        np.asarray(class_ids, np.int32),
+        xywh,  # type: ignore[arg-type]
+        np.asarray(scores, np.float32),  # type: ignore[arg-type]
+        np.asarray(class_ids, np.int32),  # type: ignore[arg-type]
         # every candidate takes part: the decoder has already applied the score threshold
         score_threshold=-np.inf,
         nms_threshold=float(iou_threshold),

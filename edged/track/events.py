@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edged.backends.picture import Picture
 from edged.config.model import StreamConfig
 from edged.protocol import (
     Counts,
@@ -96,7 +97,7 @@ class StreamEvents:
         self,
         index: int,
         ts: float,
-        image: np.ndarray | None,
+        image: Picture | None,
         size: tuple[int, int],
         found: Iterable[Found],
     ) -> list[Up]:
@@ -125,7 +126,7 @@ class StreamEvents:
     # --- one frame ---------------------------------------------------------------------------
 
     def _frame(
-        self, ts: float, image: np.ndarray | None, size: tuple[int, int], found: list[Found]
+        self, ts: float, image: Picture | None, size: tuple[int, int], found: list[Found]
     ) -> list[Up]:
         cfg = self.config
         if self._regions is None or self._size != size:
@@ -176,7 +177,7 @@ class StreamEvents:
         tr: Track,
         obj: _Object,
         ts: float,
-        image: np.ndarray | None,
+        image: Picture | None,
         size: tuple[int, int],
         in_zones: list[bool],
         out: list[Up],

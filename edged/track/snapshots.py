@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edged.backends.picture import Picture
+
 Box = tuple[float, float, float, float]
 
 # Margin around the box in "crop" mode, as a fraction of its size on each side; a small object
@@ -42,14 +44,16 @@ def quality(score: float, box: Box, size: tuple[int, int]) -> float:
 class View:
     quality: float
     box: Box  # in frame pixels
-    pixels: np.ndarray  # the crop or the frame (a copy)
+    pixels: np.ndarray  # the crop or the frame, BGR (its own array)
     offset: tuple[int, int]  # where `pixels` starts in the frame
 
 
-def take_view(image: np.ndarray, box: Box, q: float, mode: str) -> View:
-    height, width = image.shape[:2]
+def take_view(image: Picture, box: Box, q: float, mode: str) -> View:
+    """The view of `box` in this frame: only its crop (or in "frame" mode the frame) is
+    converted to BGR."""
+    height, width = image.height, image.width
     if mode == "frame":
-        return View(q, box, image.copy(), (0, 0))
+        return View(q, box, image.bgr(), (0, 0))
     bw, bh = box[2] - box[0], box[3] - box[1]
     mx = max(bw * CROP_MARGIN, (MIN_CROP - bw) / 2)
     my = max(bh * CROP_MARGIN, (MIN_CROP - bh) / 2)
@@ -57,7 +61,7 @@ def take_view(image: np.ndarray, box: Box, q: float, mode: str) -> View:
     y1 = max(int(box[1] - my), 0)
     x2 = min(math.ceil(box[2] + mx), width)
     y2 = min(math.ceil(box[3] + my), height)
-    return View(q, box, image[y1:y2, x1:x2].copy(), (x1, y1))
+    return View(q, box, image.bgr((x1, y1, x2, y2)), (x1, y1))
 
 
 def encode(view: View, mode: str, max_side: int, max_bytes: int) -> bytes:

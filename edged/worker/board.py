@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from edged.backends.base import MediaPath, ModelInput
+    from edged.backends.picture import Picture
     from edged.worker.sources import StreamSource
 
 
@@ -28,9 +27,9 @@ class FramePacket:
     # wall-clock seconds when the frame left the decoder
     capture_ts: float
     model_input: ModelInput
-    # The frame on the host (HxWx3 BGR), only when the stream's tracker asked for one (a
-    # snapshot): the media path's `snapshot()`, taken right after this frame was prepared.
-    image: np.ndarray | None = None
+    # The frame on the host, only when the stream's tracker asked for one (a snapshot): the
+    # media path's `snapshot()`, taken right after this frame was prepared.
+    image: Picture | None = None
 
 
 class FrameBoard:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edged.backends.picture import BgrPicture
 from edged.config.model import LineConfig, StreamConfig, TrackingConfig, ZoneConfig
 from edged.protocol import Counts, Crossing, EventKind, ObjectEvent
 from edged.track.events import StreamEvents
@@ -27,7 +28,7 @@ def _stream(**tracking: object) -> StreamConfig:
 
 
 def _walk(events: StreamEvents, seconds: float, fps: float = 10.0,
-          image: np.ndarray | None = None) -> list[object]:
+          image: BgrPicture | None = None) -> list[object]:
     """One person walking left to right across the frame at 200 px/s."""
     out: list[object] = []
     for i in range(int(seconds * fps)):
@@ -84,7 +85,8 @@ def test_snapshot_is_a_jpeg_of_the_object() -> None:
         x = 40 + 20 * i
         image[200:360, x : x + 60] = (0, 0, 200)  # the "person": a red block where its box is
         found = [("person", 0, 0.9, (float(x), 200.0, x + 60.0, 360.0))]
-        out += [m for m in events.on_frame(i, t, image, SIZE, found) if isinstance(m, ObjectEvent)]
+        frame = BgrPicture(image)
+        out += [m for m in events.on_frame(i, t, frame, SIZE, found) if isinstance(m, ObjectEvent)]
     snap = out[0].snapshot
     assert out[0].kind is EventKind.NEW and snap[:2] == b"\xff\xd8"
     crop = cv2.imdecode(np.frombuffer(snap, np.uint8), cv2.IMREAD_COLOR)

@@ -26,6 +26,7 @@ from edged.backends.ascend.runtime import AclRuntime
 from edged.backends.ascend.vdec import ChannelIds, DecodedFrame, VdecChannel
 from edged.backends.ascend.vpc import Letterboxer
 from edged.backends.base import ModelInput, UnsupportedCodec
+from edged.backends.picture import Nv12Picture
 
 if TYPE_CHECKING:
     import av
@@ -96,10 +97,10 @@ class AscendMediaPath:
         self._handed: list[DecodedFrame] = []
         self._last: DecodedFrame | None = None
         self._prepared: DecodedFrame | None = None  # valid until the next decode
-        self._snapshot_host: np.ndarray | None = None
-        self._snapshot_pointer = 0
         self._closed = False
         self._lock = threading.Lock()
+        self._snapshot_host: np.ndarray | None = None
+        self._snapshot_pointer = 0
         runtime.enter()
         try:
             self._vdec.open()
@@ -176,8 +177,9 @@ class AscendMediaPath:
         if isinstance(model_input.handle, InputBuffer):
             self._inputs.give(model_input.handle)
 
-    def snapshot(self) -> np.ndarray | None:
-        """The newest frame, copied from the device (one NV12 picture) and converted to BGR."""
+    def snapshot(self) -> Nv12Picture | None:
+        """The newest frame, copied from the device (one NV12 picture); only the region a
+        snapshot reads is converted to BGR, later, by the inference loop that tracks it."""
         with self._lock:
             frame = self._prepared or self._last
             if frame is None or self._closed:
@@ -185,9 +187,7 @@ class AscendMediaPath:
             self._rt.enter()
             return self._snapshot(frame)
 
-    def _snapshot(self, frame: DecodedFrame) -> np.ndarray:
-        import cv2
-
+    def _snapshot(self, frame: DecodedFrame) -> Nv12Picture:
         acl = self._rt.acl
         if self._snapshot_host is None or self._snapshot_host.size != frame.size:
             self._snapshot_host = np.empty(frame.size, np.uint8)
@@ -198,10 +198,12 @@ class AscendMediaPath:
         ))
         ws, hs = frame.width_stride, frame.height_stride
         planes = self._snapshot_host.reshape(hs * 3 // 2, ws)
-        nv12 = np.concatenate([planes[: frame.height], planes[hs : hs + frame.height // 2]])
-        bgr: np.ndarray = cv2.cvtColor(np.ascontiguousarray(nv12[:, : frame.width]),
-                                       cv2.COLOR_YUV2BGR_NV12)
-        return bgr
+        # Copies of the planes (without the strides' padding): the picture is read later, on an
+        # inference loop, and the next snapshot reuses the one registered host buffer.
+        return Nv12Picture(
+            planes[: frame.height, : frame.width].copy(),
+            planes[hs : hs + frame.height // 2, : frame.width].copy(),
+        )
 
     @property
     def closed(self) -> bool:

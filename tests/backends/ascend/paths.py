@@ -64,7 +64,7 @@ def ascend(model: str, video: str, frames: int) -> tuple[list[Found], dict[str, 
         "host_cpu_s": cpu - (after["device_cpu_s"] - before["device_cpu_s"]),
         "device_cpu_s": after["device_cpu_s"] - before["device_cpu_s"],
         "bytes_copied": copied,
-        "snapshot_shape": list(snapshot.shape) if snapshot is not None else None,
+        "snapshot_shape": list(snapshot.bgr().shape) if snapshot is not None else None,
     }
     return out, figures
 

@@ -36,7 +36,7 @@ for packet in container.demux(stream):
         break
 snapshot = path.snapshot()
 path.close(); container.close(); b.close()
-print(stream.codec_context.name, frames, labels.count("car"), snapshot.shape)
+print(stream.codec_context.name, frames, labels.count("car"), snapshot.bgr().shape)
 """
 
 

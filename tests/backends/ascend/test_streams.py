@@ -97,7 +97,7 @@ def test_a_snapshot_after_prepare_shows_the_frame_just_prepared(
                 if len(frames) >= 2 and checked < 3:
                     first = frames[0]
                     model_input = path.prepare(first)
-                    shot = path.snapshot()
+                    shot = path.snapshot().bgr()
                     path.release(model_input)
                     assert np.array_equal(shot, picture(first))
                     assert not np.array_equal(shot, picture(frames[-1]))
