@@ -6,9 +6,10 @@ get core-ms per frame, computes the limit (cores x 1000 / (a + b) frames/s), the
 daemon (`edged run`: supervisor, spawned workers, a real broker) on N looping streams played as
 fast as they decode (`realtime = false`), counts processed frames from an MQTT subscriber and
 reports frames/s against the limit, capture-to-subscriber latency, and CPU and RSS per process.
-Optionally it finds the number of real-rate streams the box sustains (`--capacity`). A crash or
-Ctrl-C stops the daemon and the broker it started (see `run.DaemonRun.stop`) and removes the
-temporary folder.
+Optionally it finds the number of real-rate streams the box sustains (`--capacity`). With
+`--backend ascend` the workers run on an Ascend NPU (`edged.bench.ascend`): no parts and no
+limit, but frames/s, latency and the host's own CPU per frame. A crash or Ctrl-C stops the
+daemon and the broker it started (see `run.DaemonRun.stop`) and removes the temporary folder.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def register(subparsers: Any) -> None:
         help="measure throughput against the machine's limit",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
     bench.add_argument(
         "--streams", default=DEFAULT_STREAMS, help="stream counts to run, comma separated (1,2,4)"
     )
@@ -56,8 +56,29 @@ def register(subparsers: Any) -> None:
     )
     bench.add_argument(
         "--model",
-        default=str(assets / "models" / "yolox_nano.onnx"),
-        help="ONNX model (YOLOX layout) (default: $EDGED_TEST_ASSETS/models/yolox_nano.onnx)",
+        help="cpu: an ONNX model (YOLOX layout) (default: $EDGED_TEST_ASSETS/models/"
+        "yolox_nano.onnx); ascend: the ATC .om (required)",
+    )
+    bench.add_argument(
+        "--backend",
+        choices=("cpu", "ascend"),
+        default="cpu",
+        help="the workers' backend (cpu); ascend runs saturation only and reports frames/s, "
+        "latency and host CPU per frame (docs/ascend.md)",
+    )
+    bench.add_argument(
+        "--device",
+        type=int,
+        default=0,
+        help="ascend: the first worker's device (0); each further worker takes the next",
+    )
+    bench.add_argument(
+        "--batch", type=int, help="ascend: the workers' batch key (default none written: 1)"
+    )
+    bench.add_argument(
+        "--input-kind",
+        choices=("yuv420sp", "float"),
+        help="ascend: the workers' input_kind key (default none written: yuv420sp)",
     )
     bench.add_argument("--duration", type=float, default=20.0, help="seconds counted per run")
     bench.add_argument("--warmup", type=float, help="seconds before counting (default 1/4 of it)")
@@ -103,24 +124,17 @@ def _bench(args: argparse.Namespace) -> int:
     from edged.config import auto
     from edged.config.model import StreamConfig, WorkerConfig
 
+    if args.backend == "ascend":
+        from edged.bench import ascend
+
+        return ascend.bench(args)
     assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
-    videos = args.video or [
-        str(assets / "media" / "pedestrians-720p.avi"),
-        str(assets / "media" / "traffic-720p.mp4"),
-    ]
-    videos = [str(Path(v).resolve()) for v in videos]
-    model = str(Path(args.model).resolve())
+    videos = videos_from(args)
+    model = str(Path(args.model or assets / "models" / "yolox_nano.onnx").resolve())
     for path in (*videos, model):
         if not Path(path).is_file():
             raise SystemExit(f"edged bench: {path} not found (see --video, --model)")
-    try:
-        counts = sorted({int(s) for s in args.streams.split(",") if s.strip()})
-    except ValueError:
-        raise SystemExit(
-            f"edged bench: --streams wants numbers like 1,2,4, got {args.streams}"
-        ) from None
-    if not counts or counts[0] < 1:
-        raise SystemExit("edged bench: --streams wants positive numbers")
+    counts = counts_from(args)
     n_cores = parts.cores()
     workers = max(1, args.workers)
     # The daemon runs its default config: the bench writes a thread key only when asked to, and
@@ -194,12 +208,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     doc: dict[str, Any] = {
         "version": __version__,
-        "machine": {
-            "cores": n_cores,
-            "cpu": _cpu_name(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_doc(n_cores),
         "layout": {
             "workers": workers,
             "threads": threads,
@@ -281,6 +290,29 @@ def _bench(args: argparse.Namespace) -> int:
     drawn = report.plot(doc, plot_path)
     print(f"\nwrote {json_path}" + (f" and {plot_path}" if drawn else ""))
     return 0
+
+
+def videos_from(args: argparse.Namespace) -> list[str]:
+    """The videos the streams cycle through, as absolute paths (checked by the caller)."""
+    assets = Path(os.environ.get("EDGED_TEST_ASSETS", "../shared"))
+    videos = args.video or [
+        str(assets / "media" / "pedestrians-720p.avi"),
+        str(assets / "media" / "traffic-720p.mp4"),
+    ]
+    return [str(Path(v).resolve()) for v in videos]
+
+
+def counts_from(args: argparse.Namespace) -> list[int]:
+    """The stream counts of --streams, sorted; a SystemExit that says why if they are not."""
+    try:
+        counts = sorted({int(s) for s in args.streams.split(",") if s.strip()})
+    except ValueError:
+        raise SystemExit(
+            f"edged bench: --streams wants numbers like 1,2,4, got {args.streams}"
+        ) from None
+    if not counts or counts[0] < 1:
+        raise SystemExit("edged bench: --streams wants positive numbers")
+    return counts
 
 
 def _run_doc(
@@ -451,6 +483,16 @@ def _capacity(
         "limit_streams": round(limit, 3),
         "ratio": round(best / limit, 4),
         "trials": [trials[k] for k in sorted(trials)],
+    }
+
+
+def machine_doc(n_cores: int) -> dict[str, Any]:
+    """The machine a bench ran on, for its JSON and its first line."""
+    return {
+        "cores": n_cores,
+        "cpu": _cpu_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
 
 

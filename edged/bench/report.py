@@ -190,6 +190,116 @@ def summary(doc: dict[str, Any]) -> str:
     return line
 
 
+def ascend_table(doc: dict[str, Any]) -> str:
+    """The human summary of an `edged bench --backend ascend` document: the CPU bench's lines
+    where they apply (no parts, no limit), and the host's own CPU per frame."""
+    out: list[str] = []
+    layout = doc["layout"]
+    acl = doc["acl"]
+    config = "the default config" if layout.get("threads_auto") else "tuned"
+    batch = layout["batch"] if layout["batch"] is not None else "1 (default)"
+    kind = layout["input_kind"] or "yuv420sp (default)"
+    settings = f"{acl['mode']} mode, {acl['run_mode']}, {acl['soc']}"
+    if acl["kind"] == "pyACL":
+        runtime = "pyACL (no emulator stats file: the real runtime; worker CPU as measured)"
+    elif acl["kind"] == "emulator":
+        runtime = (
+            f"the pyACL emulator ({settings}); the CPU it spent standing in for the device is "
+            "left out of the host figures"
+        )
+    else:
+        runtime = (
+            f"the pyACL emulator ({settings}) without stats files (ACL_EMU_STATS_INTERVAL=0): "
+            "its stand-in device CPU is in the worker's figure"
+        )
+    out.append(
+        f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); {config}: "
+        f"{layout['workers']} ascend worker(s) from device {layout['device']}, "
+        f"{Path(layout['model']).name}, batch {batch}, input {kind}, {layout['threads']} "
+        f"inference loop(s), mqtt linger_ms={layout.get('mqtt_linger_ms', 0.0):g}"
+    )
+    out.append(f"acl: {runtime}")
+    out.append("")
+    head = (
+        f"{'streams':>7} {'mode':<10} {'frames/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+        f"{'sup %':>6} {'workers %':>9} {'device %':>8} {'broker %':>8} {'bench %':>7} "
+        f"{'others %':>8} {'RSS MB':>7} {'host ms':>7}"
+    )
+    out.append(head)
+    out.append("-" * len(head))
+    for run in doc["runs"]:
+        cpu = run["cpu_pct"]
+        workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+        device = sum(run["stand_in_cpu_pct"].values()) if run["emulated"] else None
+        rss = sum(v for v in run["rss_mb"].values() if not math.isnan(v))
+        lat = run["latency_ms"]
+        out.append(
+            f"{run['streams']:>7} {run['mode']:<10} {_f(run['fps']):>8} {_f(lat['p50']):>7} "
+            f"{_f(lat['p95']):>7} {_f(lat['p99']):>7} {_f(cpu.get('supervisor')):>6} "
+            f"{_f(workers):>9} {_f(device):>8} {_f(cpu.get('mosquitto')):>8} "
+            f"{_f(cpu.get('bench (subscriber)')):>7} {_f(run['others_pct']):>8} {rss:>7.0f} "
+            f"{_f(run['host_cpu_ms']['total'], 2):>7}"
+        )
+    out.append("")
+    out.append(
+        "No limit: the device's decode, resize and inference are not measured on the host. CPU % "
+        "is of one core over the counting window; 'device' is the part of the workers' CPU the "
+        "emulator spent standing in for the device; host ms = the host's own CPU a frame (worker "
+        "without the emulated device, supervisor, broker, subscriber), core-ms."
+    )
+    out.append("")
+    for run in doc["runs"]:
+        out.append(ascend_line(run))
+    reports = [r for run in doc["runs"] for r in run["emulator_reports"]]
+    if reports:
+        out.append(
+            f"emulator reports of the workers ({acl['reports']}, written at acl.finalize): "
+            f"{acl['violations']} rule violation(s), {acl['leaks']} leaked resource(s)"
+        )
+    out.append("")
+    out.append(ascend_summary(doc))
+    return "\n".join(out)
+
+
+def ascend_line(run: dict[str, Any]) -> str:
+    """The host's CPU per frame of one ascend run, by process."""
+    h = run["host_cpu_ms"]
+    if run["emulated"]:
+        worker = (
+            f"worker {_f(h['worker'], 2)} core-ms (emulated device "
+            f"{_f(h['emulated_device'], 2)} core-ms left out)"
+        )
+    else:
+        worker = (
+            f"worker {_f(h['worker'], 2)} core-ms (as measured: no emulator stats file, so the "
+            "real pyACL, its runtime's host threads included)"
+        )
+    return (
+        f"ascend host CPU per frame: {worker}, supervisor {_f(h['supervisor'], 2)}, broker "
+        f"{_f(h['broker'], 2)}, subscriber {_f(h['subscriber'], 2)}, total {_f(h['total'], 2)} "
+        f"({run['streams']} stream(s), {run['mode']}, {run['frames']} frames)"
+    )
+
+
+def ascend_summary(doc: dict[str, Any]) -> str:
+    """One line with the figures a closing note quotes, per stream count."""
+    runs = doc["runs"]
+    counts = "/".join(str(r["streams"]) for r in runs)
+
+    def each(values: list[str]) -> str:
+        return " / ".join(values)
+
+    left_out = " (emulated device left out)" if doc["acl"]["kind"] == "emulator" else ""
+    return (
+        f"summary, ascend, {counts} stream(s) at saturation: "
+        f"{each([_f(r['fps']) for r in runs])} frames/s; host CPU "
+        f"{each([_f(r['host_cpu_ms']['total'], 2) for r in runs])} core-ms a frame, worker "
+        f"{each([_f(r['host_cpu_ms']['worker'], 2) for r in runs])}{left_out}; supervisor "
+        f"{each([_f(r['cpu_pct'].get('supervisor')) for r in runs])} % of a core; others "
+        f"{each([_f(r['others_pct'], 0) for r in runs])} %"
+    )
+
+
 def write_json(doc: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(doc, indent=2, allow_nan=False, default=_nan_to_none) + "\n")
 
@@ -211,21 +321,27 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     saturation = [r for r in doc["runs"] if r["mode"] == "saturation"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     streams = [r["streams"] for r in saturation]
-    left.plot(streams, [r["limit_fps"] for r in saturation], "k--", marker="o", label="limit")
+    # An ascend bench has no limit (the device's work is not measured on the host).
+    limited = all(r["limit_fps"] is not None for r in saturation)
+    if limited:
+        left.plot(streams, [r["limit_fps"] for r in saturation], "k--", marker="o", label="limit")
     left.plot(streams, [r["fps"] for r in saturation], "b-", marker="o", label="edged")
     left.set_xlabel("streams")
     left.set_ylabel("frames/s")
     left.set_xticks(streams)
     left.set_ylim(bottom=0)
-    ratio_axis = left.twinx()
-    ratio_axis.plot(streams, [r["ratio"] for r in saturation], "g:", marker="s", label="ratio")
-    ratio_axis.axhline(0.9, color="g", linewidth=0.5)
-    ratio_axis.set_ylim(0, 1.1)
-    ratio_axis.set_ylabel("ratio to the limit")
     lines = left.get_legend_handles_labels()
-    more = ratio_axis.get_legend_handles_labels()
-    left.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
-    left.set_title(f"throughput, {doc['machine']['cores']} cores")
+    if limited:
+        ratio_axis = left.twinx()
+        ratio_axis.plot(streams, [r["ratio"] for r in saturation], "g:", marker="s", label="ratio")
+        ratio_axis.axhline(0.9, color="g", linewidth=0.5)
+        ratio_axis.set_ylim(0, 1.1)
+        ratio_axis.set_ylabel("ratio to the limit")
+        more = ratio_axis.get_legend_handles_labels()
+        lines = (lines[0] + more[0], lines[1] + more[1])
+    left.legend(lines[0], lines[1], loc="lower right")
+    backend = f", {doc['backend']}" if doc.get("backend") else ""
+    left.set_title(f"throughput, {doc['machine']['cores']} cores{backend}")
     for run in doc["runs"]:
         samples = run.get("latency_samples_ms") or []
         if samples:

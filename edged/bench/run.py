@@ -13,15 +13,16 @@ outlives the bench.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -54,6 +55,19 @@ class RunPlan:
     worker_extra: tuple[str, ...] = ()
     stream_extra: tuple[str, ...] = ()
     mqtt_extra: tuple[str, ...] = ()
+    # "cpu" (workers cpu0, cpu1, ...) or "ascend" (workers npu0, ... on devices device, device+1)
+    backend: str = "cpu"
+    device: int = 0
+    # Variables added to the daemon's environment (the pyACL emulator's settings).
+    env: tuple[tuple[str, str], ...] = ()
+
+
+class DeviceClock(Protocol):
+    """CPU a worker spent standing in for a device (the pyACL emulator's count), read at the
+    counting window's edges: pid -> (when it was counted, monotonic s; CPU seconds so far).
+    Workers it knows nothing about are left out."""
+
+    def read(self, pids: Sequence[int]) -> Mapping[int, tuple[float, float]]: ...
 
 
 @dataclass
@@ -69,6 +83,10 @@ class RunResult:
     machine_busy_pct: float  # all processes on the box, % of one core (cores x 100 = all busy)
     log_tail: str = ""
     health: dict[str, Any] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # each process's name above -> its pid
+    # CPU seconds each worker spent in the window standing in for its device (DeviceClock);
+    # part of its cpu_pct. Only workers the clock knows.
+    stand_in_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def config_text(plan: RunPlan, state_dir: Path) -> str:
@@ -84,11 +102,14 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
         f'topic_prefix = "{PREFIX}"',
         *plan.mqtt_extra,
     ]
+    prefix = worker_prefix(plan)
     for w in range(plan.workers):
         lines += [
             "",
             "[[workers]]",
-            f'name = "cpu{w}"',
+            f'name = "{prefix}{w}"',
+            *([] if plan.backend == "cpu" else [f'backend = "{plan.backend}"']),
+            *([] if plan.backend == "cpu" else [f"device = {plan.device + w}"]),
             f'model = "{plan.model}"',
             *([] if plan.threads is None else [f"threads = {plan.threads}"]),
             *plan.worker_extra,
@@ -99,7 +120,7 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
             "[[streams]]",
             f'name = "{stream.name}"',
             f'source = "{stream.video}"',
-            f'worker = "cpu{i % plan.workers}"',
+            f'worker = "{prefix}{i % plan.workers}"',
             "loop = true",
             f"realtime = {'true' if plan.realtime else 'false'}",
             f"detect_fps = {plan.detect_fps}",
@@ -107,6 +128,11 @@ def config_text(plan: RunPlan, state_dir: Path) -> str:
             *plan.stream_extra,
         ]
     return "\n".join(lines) + "\n"
+
+
+def worker_prefix(plan: RunPlan) -> str:
+    """Worker names: cpu0, cpu1, ... on the CPU; npu0, ... on an accelerator."""
+    return "cpu" if plan.backend == "cpu" else "npu"
 
 
 def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
@@ -142,7 +168,11 @@ class DaemonRun:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **dict(self.plan.env))
+        if env.get("PYTHONPATH"):
+            # The daemon runs in `workdir`: a relative entry (`tests/emulator`) must still hold.
+            entries = env["PYTHONPATH"].split(os.pathsep)
+            env["PYTHONPATH"] = os.pathsep.join(str(Path(e).resolve()) for e in entries if e)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edged", "run", "--config", str(self.config)],
@@ -172,6 +202,25 @@ class DaemonRun:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def boot_error(self) -> str | None:
+        """Why a worker could not start (its "worker cannot start" log event), if one could
+        not: the supervisor backs off and retries, so waiting for detections would only time
+        out."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if '"worker cannot start"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "worker cannot start":
+                return str(event.get("reason", "no reason given"))
+        return None
 
     def log_tail(self) -> str:
         try:
@@ -222,8 +271,11 @@ def run_daemon(
     progress: Progress,
     *,
     broker_process: psutil.Process | None = None,
+    device_clock: DeviceClock | None = None,
 ) -> RunResult:
-    """Start the daemon, warm up, count for `plan.duration_s`, stop it; return the figures."""
+    """Start the daemon, warm up, count for `plan.duration_s`, stop it; return the figures.
+    With a `device_clock`, the CPU each worker spent standing in for its device is read at the
+    window's edges too (`RunResult.stand_in_cpu_s`)."""
     host, port = _host_port(plan.broker_url)
     workdir.mkdir(parents=True, exist_ok=True)
     daemon = DaemonRun(workdir, plan)
@@ -237,7 +289,12 @@ def run_daemon(
 
         def every_stream_seen() -> bool:
             counter.check()
-            return names <= counter.seen
+            if names <= counter.seen:
+                return True
+            reason = daemon.boot_error()
+            if reason is not None:
+                raise RuntimeError(f"a worker could not start: {reason}")
+            return False
 
         _wait(every_stream_seen, 120, "detections from every stream", daemon)
         warm_end = time.time() + plan.warmup_s
@@ -254,6 +311,8 @@ def run_daemon(
         counter.count_between(start, end)
         cpu0 = {name: _cpu_seconds(p) for name, p in procs.items()}
         machine0 = psutil.cpu_times()
+        worker_pids = [p[0].pid for name, p in procs.items() if name.startswith("worker pid")]
+        stand0 = device_clock.read(worker_pids) if device_clock is not None else {}
         rss_peak: dict[str, float] = {}
         while time.time() < end:
             _sleep_until(min(end, time.time() + 1.0), daemon)
@@ -270,6 +329,7 @@ def run_daemon(
         wall = time.time() - start
         cpu1 = {name: _cpu_seconds(p) for name, p in procs.items()}
         machine1 = psutil.cpu_times()
+        stand1 = device_clock.read(worker_pids) if device_clock is not None else {}
         counter.settle(end)  # what arrived before the window closed and is not counted yet
         counter.check()
         if counter.bad_lines:
@@ -286,10 +346,15 @@ def run_daemon(
         names_by_pid = _worker_names(health)
         cpu_pct: dict[str, float] = {}
         rss: dict[str, float] = {}
+        pids: dict[str, int] = {}
+        stand_in: dict[str, float] = {}
         for name, p in procs.items():
             shown = names_by_pid.get(p[0].pid, name) if name.startswith("worker pid") else name
             cpu_pct[shown] = (cpu1[name] - cpu0[name]) / wall * 100.0
             rss[shown] = rss_peak.get(name, _rss_mb(p))
+            pids[shown] = p[0].pid
+            if p[0].pid in stand0 and p[0].pid in stand1:
+                stand_in[shown] = _in_window(stand0[p[0].pid], stand1[p[0].pid], wall)
         return RunResult(
             streams=len(plan.streams),
             seconds=wall,
@@ -301,12 +366,23 @@ def run_daemon(
             rss_mb=rss,
             machine_busy_pct=busy,
             health=health,
+            pids=pids,
+            stand_in_cpu_s=stand_in,
         )
     finally:
         counter.close()
         code = daemon.stop()
         if code not in (0, None):
             progress(f"{label}: edged exited with {code}")
+
+
+def _in_window(first: tuple[float, float], last: tuple[float, float], wall: float) -> float:
+    """CPU seconds counted between two readings, scaled to the window's length: a clock counts
+    at its own instants (every ~0.1 s), a little off the window's edges."""
+    (t0, cpu0), (t1, cpu1) = first, last
+    if t1 <= t0:
+        return float("nan")
+    return (cpu1 - cpu0) * wall / (t1 - t0)
 
 
 def _busy(t: Any) -> float:
