@@ -269,6 +269,11 @@ def ascend_line(run: dict[str, Any]) -> str:
             f"worker {_f(h['worker'], 2)} core-ms (emulated device "
             f"{_f(h['emulated_device'], 2)} core-ms left out)"
         )
+    elif run["emulator_reports"]:
+        worker = (
+            f"worker {_f(h['worker'], 2)} core-ms (as measured: the emulator wrote no stats "
+            "file, so its stand-in device CPU is in it)"
+        )
     else:
         worker = (
             f"worker {_f(h['worker'], 2)} core-ms (as measured: no emulator stats file, so the "
