@@ -5,10 +5,11 @@ starts `python -m edged run` as a child process (the supervisor, which spawns it
 production), and counts the detections that arrive in a time window after a warm-up through the
 bench's subscriber (`edged.bench.counter`: a `mosquitto_sub` child, so counting costs the measured
 machine little). CPU and RSS of the supervisor, each worker, the broker (when the bench started
-it) and the bench itself (with its mosquitto_sub) come from psutil at the window's edges. If the
-bench crashes or is interrupted, `finally` blocks close the subscriber, and `DaemonRun.stop()`
-sends SIGTERM to the daemon and SIGKILL to whatever is left of it after a grace period; nothing
-outlives the bench.
+it) and the bench itself (with its mosquitto_sub) come from psutil at the window's edges (and,
+for the ascend bench, the CPU the pyACL emulator spent standing in for each worker's device,
+from a `DeviceClock`). If the bench crashes or is interrupted, `finally` blocks close the
+subscriber, and `DaemonRun.stop()` sends SIGTERM to the daemon and SIGKILL to whatever is left
+of it after a grace period; nothing outlives the bench.
 """
 
 from __future__ import annotations
