@@ -105,6 +105,12 @@ def register(subparsers: Any) -> None:
         help="the daemon's [mqtt] linger_ms (default: the config default, 0)",
     )
     bench.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="a variant: the streams' [streams.tracking] enabled = false (detections only: no "
+        "tracker, events, counts or snapshots), to show what they cost beside the default run",
+    )
+    bench.add_argument(
         "--no-half-load", action="store_true", help="skip the latency run at half load"
     )
     bench.add_argument(
@@ -189,7 +195,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     stream_extra = (
         () if args.decoder_threads is None else (f"decoder_threads = {args.decoder_threads}",)
-    )
+    ) + (("tracking.enabled = false",) if args.no_tracking else ())
 
     def plan_for(n: int, *, realtime: bool, detect_fps: float) -> run.RunPlan:
         return run.RunPlan(
@@ -216,6 +222,7 @@ def _bench(args: argparse.Namespace) -> int:
             # None: the config's default, "auto" (per run: `decoder_threads` in each run)
             "decoder_threads": args.decoder_threads,
             "mqtt_linger_ms": 0.0 if args.mqtt_linger_ms is None else args.mqtt_linger_ms,
+            "tracking": not args.no_tracking,
         },
         "parts": {
             "decode": [vars(d) for d in decodes],

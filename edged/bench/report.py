@@ -63,12 +63,15 @@ def table(doc: dict[str, Any]) -> str:
     resolved = ", ".join(f"{t} at {n} stream(s)" for n, t in per_run if t is not None)
     decoder = layout["decoder_threads"]
     decoder_text = "auto" if decoder is None else str(decoder)
-    config = "the default config" if layout.get("threads_auto") and decoder is None else "tuned"
+    tracking = layout.get("tracking", True)
+    default = layout.get("threads_auto") and decoder is None and tracking
+    config = "the default config" if default else "tuned"
     out.append(
         f"machine: {doc['machine']['cores']} cores ({doc['machine']['cpu']}); {config}: "
         f"{layout['workers']} worker(s) x {layout['threads']} inference thread(s){threads_from}, "
         f"decoder_threads {decoder_text}" + (f" ({resolved})" if resolved else "") + ", "
         f"mqtt linger_ms={layout.get('mqtt_linger_ms', 0.0):g}"
+        + ("" if tracking else ", tracking off (detections only)")
     )
     out.append(
         f"parts (core-ms/frame): decode {decodes} (1 thread); letterbox "

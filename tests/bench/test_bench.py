@@ -126,6 +126,30 @@ def test_the_daemon_runs_the_default_config_unless_a_variant_is_asked_for(tmp_pa
     assert text.count("threads = 3") == 1 and text.count("decoder_threads = 2") == 2, text
 
 
+def test_the_no_tracking_variant_turns_tracking_off_in_a_config_the_daemon_accepts(
+    tmp_path: Path, assets: Path
+) -> None:
+    from edged.bench.run import RunPlan, StreamPlan, config_text
+    from edged.config.validate import parse_config
+
+    media, model = assets / "media", str(assets / "models" / "yolox_nano.onnx")
+    streams = (
+        StreamPlan("s0", str(media / "pedestrians-720p.avi"), 25.0),
+        StreamPlan("s1", str(media / "traffic-720p.mp4"), 30.0),
+    )
+    broker = "mqtt://127.0.0.1:1"
+    default = RunPlan(streams, model, 1, None, False, 0.0, broker, 1.0, 1.0)
+    variant = RunPlan(
+        streams, model, 1, None, False, 0.0, broker, 1.0, 1.0,
+        stream_extra=("tracking.enabled = false",),
+    )
+    path = tmp_path / "config.toml"
+    on = parse_config(config_text(default, tmp_path / "state"), path)
+    off = parse_config(config_text(variant, tmp_path / "state"), path)
+    assert [s.tracking.enabled for s in on.streams] == [True, True]  # the default: tracked
+    assert [s.tracking.enabled for s in off.streams] == [False, False]
+
+
 def test_real_rate_work_counts_the_frames_actually_decoded() -> None:
     """A machine too busy to keep a file's rate decodes fewer frames: the work (and so the
     overhead beyond it) is charged for those, not for the file's nominal rate."""
