@@ -1,9 +1,11 @@
-"""A throw-away mosquitto on a free local port: for `edged bench`, and for the test suite.
+"""A throw-away MQTT broker on a free local port: mosquitto for `edged bench` and the test suite,
+and the one way any broker binary is started, waited on and stopped (the tests' nats-server,
+tests/support/nats.py, is the same `ChildBroker` with another config).
 
-Runs in the process that needs a broker (the bench, a test), which starts mosquitto as a child.
+Runs in the process that needs a broker (the bench, a test), which starts the broker as a child.
 `stop()` belongs in a `finally`; a broker left behind by a SIGKILL of its parent listens only on
-127.0.0.1 and holds no state (persistence off unless `extra_conf` turns it on). It can be stopped
-and started again on the same port, which is how outage tests cut the broker away.
+127.0.0.1 and holds no state (mosquitto's persistence is off unless `extra_conf` turns it on). It
+can be stopped and started again on the same port, which is how outage tests cut the broker away.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 INSTALL_HINT = (
     "mosquitto is not installed: install it (`apt-get install -y mosquitto`), or point the bench "
@@ -40,18 +43,17 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 
 
 @dataclass
-class LocalBroker:
-    """One mosquitto process bound to 127.0.0.1, its config and log in `workdir`.
+class ChildBroker:
+    """One broker process (`program -c <config>`) whose MQTT listener is 127.0.0.1:`port`, its
+    config and log in `workdir`. A subclass names the program and writes its config."""
 
-    `extra_conf` lines are appended to its config (TLS listener options, a password file,
-    persistence); `anonymous=False` requires a login.
-    """
+    program: ClassVar[str]
+    install_hint: ClassVar[str]
+    start_timeout: ClassVar[float] = 10.0  # seconds from spawn to a listening port
 
     workdir: Path
     port: int = field(default_factory=free_port)
-    extra_conf: list[str] = field(default_factory=list)
-    anonymous: bool = True
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
 
     @property
     def url(self) -> str:
@@ -59,13 +61,56 @@ class LocalBroker:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"mosquitto-{self.port}.log"
+        return self.workdir / f"{self.program}-{self.port}.log"
 
-    def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    def config_lines(self) -> list[str]:
+        """The broker's config file, a line each."""
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> None:
+        """Spawn the broker and return once its port accepts a connection; if it exits first or
+        does not listen within `timeout` (default `start_timeout`), stop it and raise."""
+        timeout = self.start_timeout if timeout is None else timeout
+        binary = shutil.which(self.program) or f"/usr/sbin/{self.program}"
         if not Path(binary).exists():
-            raise RuntimeError(INSTALL_HINT)
-        conf = self.workdir / f"mosquitto-{self.port}.conf"
+            raise RuntimeError(self.install_hint)
+        conf = self.workdir / f"{self.program}-{self.port}.conf"
+        conf.write_text("\n".join(self.config_lines()) + "\n")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.program} exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text()}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.program} did not listen on 127.0.0.1:{self.port} in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc)
+        self.proc = None
+
+
+@dataclass
+class LocalBroker(ChildBroker):
+    """mosquitto. `extra_conf` lines are appended to its config (TLS listener options, a password
+    file, persistence); `anonymous=False` requires a login."""
+
+    program: ClassVar[str] = "mosquitto"
+    install_hint: ClassVar[str] = INSTALL_HINT
+
+    extra_conf: list[str] = field(default_factory=list)
+    anonymous: bool = True
+
+    def config_lines(self) -> list[str]:
         lines = [
             f"listener {self.port} 127.0.0.1",
             # mosquitto 2 turns anonymous access off as soon as a listener is defined
@@ -81,24 +126,4 @@ class LocalBroker:
         if os.geteuid() == 0:
             # As root mosquitto drops to the mosquitto user, who may not read a private tmp dir.
             lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"mosquitto exited with {self.proc.returncode}: {self.log_path.read_text()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on 127.0.0.1:{self.port} in {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
-        self.proc = None
+        return lines

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from edged.bench.broker import terminate
 from tests.support.rtsp_media import H264_720, Variant, prepare
 
 # The credentials of the fixture's /secure mount. The password is one a redaction test can grep
@@ -111,12 +112,7 @@ class RtspServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()
