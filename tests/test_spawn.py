@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, wait_until
+from tests.support.daemon import Daemon, cpu_worker, daemon_config, looped_video, wait_until
 from tests.support.mqtt import Message, Subscriber
 
 PROBE = Path(__file__).resolve().parent / "support" / "modules_probe.py"
@@ -45,24 +45,14 @@ def test_forbidden_names_what_a_worker_loads() -> None:
 def test_running_supervisor_has_not_loaded_the_worker_stack(
     tmp_path: Path, assets: Path, broker: Broker
 ) -> None:
-    config = f"""
-[node]
-name = "probe"
-state_dir = "{tmp_path / "state"}"
-[mqtt]
-url = "{broker.url}"
-[homeassistant]
-enabled = true
-[[workers]]
-name = "cpu0"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-[[streams]]
-name = "street"
-source = "{assets / "media" / "pedestrians-720p.avi"}"
-worker = "cpu0"
-loop = true
-detect_fps = 5
-"""
+    config = daemon_config(
+        "probe",
+        tmp_path / "state",
+        broker.url,
+        homeassistant=True,
+        workers=[cpu_worker(assets)],
+        streams=[looped_video(assets, "street", "pedestrians-720p.avi", detect_fps=5)],
+    )
     subscriber = Subscriber(broker.port)
     daemon = Daemon(tmp_path, config, entry=(str(PROBE),))
     daemon.start()

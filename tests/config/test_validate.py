@@ -9,21 +9,18 @@ from pathlib import Path
 import pytest
 
 from edged.config import ConfigError, load_config, parse_config
+from tests.support.daemon import toml_text
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def minimal(model: Path, video: Path) -> str:
-    return f"""
-[[workers]]
-name = "cpu0"
-model = "{model}"
-
-[[streams]]
-name = "cam1"
-source = "{video}"
-worker = "cpu0"
-"""
+    return toml_text(
+        {
+            "workers": [{"name": "cpu0", "model": model}],
+            "streams": [{"name": "cam1", "source": video, "worker": "cpu0"}],
+        }
+    )
 
 
 @pytest.fixture
@@ -65,36 +62,25 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path, model_pa
 def test_every_error_is_reported_at_once_with_its_key_path(
     tmp_path: Path, model_path: Path, video: Path
 ) -> None:
-    text = f"""
-[node]
-name = "Front Door"
-colour = "blue"
-
-[mqtt]
-url = "http://broker"
-
-[[workers]]
-name = "cpu0"
-model = "{tmp_path / "missing.onnx"}"
-threads = "two"
-
-[[workers]]
-name = "cpu0"
-model = "{model_path}"
-backend = "npu"
-
-[[streams]]
-name = "cam1"
-source = "{video}"
-worker = "gpu7"
-min_score = 1.5
-
-[[streams]]
-name = "cam2"
-source = "{video}"
-worker = "cpu0"
-labels = ["person", "unicorn"]
-"""
+    text = toml_text(
+        {
+            "node": {"name": "Front Door", "colour": "blue"},
+            "mqtt": {"url": "http://broker"},
+            "workers": [
+                {"name": "cpu0", "model": tmp_path / "missing.onnx", "threads": "two"},
+                {"name": "cpu0", "model": model_path, "backend": "npu"},
+            ],
+            "streams": [
+                {"name": "cam1", "source": video, "worker": "gpu7", "min_score": 1.5},
+                {
+                    "name": "cam2",
+                    "source": video,
+                    "worker": "cpu0",
+                    "labels": ["person", "unicorn"],
+                },
+            ],
+        }
+    )
     found = problems(text, tmp_path)
     assert "node.colour" in found and "unknown key" in found["node.colour"]
     assert "name" in found["node.colour"]  # it lists the keys that exist

@@ -27,48 +27,51 @@ from edged.config.model import WorkerConfig
 from edged.worker.detector import Detector
 from tests.mqtt.support import ProcessSubscriber, persistent_broker, process_subscribed
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, all_gone, wait_until
+from tests.support.daemon import (
+    Daemon,
+    Table,
+    all_gone,
+    cpu_worker,
+    daemon_config,
+    looped_video,
+)
 from tests.support.mqtt import Subscriber
 
 OUTAGE_S = float(os.environ.get("EDGED_TEST_EVENT_OUTAGE_S", "8"))
 EVENTS = "edged/ev/events"
+VEHICLES = ["car", "truck", "bus"]
 
 
 def config(
-    assets: Path, broker: Broker, state_dir: Path, extra: str = "", snapshot: str = "off"
+    assets: Path,
+    broker: Broker,
+    state_dir: Path,
+    snapshot: str = "off",
+    *,
+    detect_fps: float = 10,
+    homeassistant: bool = False,
+    more_streams: tuple[Table, ...] = (),
 ) -> str:
+    """Node "ev": the road, tracked, with a counting line across it (and `more_streams`)."""
     # Snapshots are off where mosquitto_sub collects everything ("#"): it prints one message a
     # line, and a JPEG has newlines in it.
-    return f"""
-[node]
-name = "ev"
-state_dir = "{state_dir}"
-
-[mqtt]
-url = "{broker.url}"
-
-[[workers]]
-name = "cpu0"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-heartbeat_timeout = 20
-
-[[streams]]
-name = "road"
-source = "{assets / "media" / "traffic-720p.mp4"}"
-worker = "cpu0"
-loop = true
-detect_fps = 10
-labels = ["car", "truck", "bus"]
-
-[streams.tracking]
-update_interval_s = 2
-snapshot = "{snapshot}"
-
-[[streams.lines]]
-name = "across"
-points = [[0, 420], [1280, 420]]
-{extra}
-"""
+    road = looped_video(
+        assets,
+        "road",
+        "traffic-720p.mp4",
+        detect_fps=detect_fps,
+        labels=VEHICLES,
+        tracking={"update_interval_s": 2, "snapshot": snapshot},
+        lines=[{"name": "across", "points": [[0, 420], [1280, 420]]}],
+    )
+    return daemon_config(
+        "ev",
+        state_dir,
+        broker.url,
+        homeassistant=homeassistant,
+        workers=[cpu_worker(assets, heartbeat_timeout=20)],
+        streams=[road, *more_streams],
+    )
 
 
 def unique_events(sub: ProcessSubscriber) -> list[dict[str, Any]]:
@@ -267,22 +270,17 @@ def test_debounced_counts_change_less_than_per_frame_counts(
     """Two copies of the road at 2 detections a second (the issue's Home Assistant setup): one
     with per-frame counts (tracking off), one tracked with a 2 s hold. 30 s of what a subscriber
     sees on each count topic."""
-    media = assets / "media"
-    text = config(assets, broker, tmp_path / "state", extra=f"""
-[homeassistant]
-enabled = true
-
-[[streams]]
-name = "raw"
-source = "{media / "traffic-720p.mp4"}"
-worker = "cpu0"
-loop = true
-detect_fps = 2
-labels = ["car", "truck", "bus"]
-
-[streams.tracking]
-enabled = false
-""").replace("detect_fps = 10", "detect_fps = 2")
+    raw = looped_video(
+        assets,
+        "raw",
+        "traffic-720p.mp4",
+        detect_fps=2,
+        labels=VEHICLES,
+        tracking={"enabled": False},
+    )
+    text = config(
+        assets, broker, tmp_path / "state", detect_fps=2, homeassistant=True, more_streams=(raw,)
+    )
     sub = Subscriber(broker.port, ("edged/ev/+/count/+", "edged/ev/+/detections",
                                    "edged/ev/events"))
     daemon = Daemon(tmp_path, text)
@@ -291,9 +289,7 @@ enabled = false
         with daemon.dumped_on_failure():
             sub.wait_for(lambda ms: any(m.topic.endswith("/detections") for m in ms), 120,
                          "detections")
-            start = time.time()
-            wait_until(lambda: time.time() - start >= 30, 40, "30 s of counts")  # the window
-            everything = sub.snapshot()
+            start, everything = sub.window(30)
             window = [m for m in everything if start <= m.received < start + 30]
             assert daemon.stop() == 0
     finally:

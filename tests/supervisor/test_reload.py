@@ -26,7 +26,7 @@ class Running:
     """A daemon on the two-stream config, a subscriber, and helpers to look at both."""
 
     def __init__(self, tmp_path: Path, assets: Path, broker: Broker) -> None:
-        self.text = two_stream_config(assets, broker, tmp_path / "state", health_interval="0.5")
+        self.text = two_stream_config(assets, broker, tmp_path / "state", health_interval=0.5)
         self.daemon = Daemon(tmp_path, self.text)
         self.subscriber = Subscriber(broker.port)
         self.daemon.start()
@@ -197,7 +197,7 @@ def test_invalid_config_is_rejected_and_nothing_changes(running: Running) -> Non
 def test_watched_config_file_reloads_without_a_signal(
     tmp_path: Path, assets: Path, broker: Broker
 ) -> None:
-    text = two_stream_config(assets, broker, tmp_path / "state", health_interval="0.5")
+    text = two_stream_config(assets, broker, tmp_path / "state", health_interval=0.5)
     text = text.replace("[node]\n", "[node]\nwatch_config = true\n", 1)
     daemon = Daemon(tmp_path, text)
     subscriber = Subscriber(broker.port)

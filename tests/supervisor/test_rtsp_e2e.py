@@ -70,8 +70,8 @@ def test_rtsp_over_tcp_and_over_udp_both_deliver(
     RTSP dialogue does (so the transport asked for is the one used)."""
     with Proxy(rtsp_server.port) as tcp, Proxy(rtsp_server.port) as udp:
         streams = [
-            StreamSpec("over-tcp", tcp.url("/h264"), 'rtsp_transport = "tcp"'),
-            StreamSpec("over-udp", udp.url("/h265"), 'rtsp_transport = "udp"'),
+            StreamSpec("over-tcp", tcp.url("/h264"), {"rtsp_transport": "tcp"}),
+            StreamSpec("over-udp", udp.url("/h265"), {"rtsp_transport": "udp"}),
         ]
         subscriber = Subscriber(broker.port)
         daemon = Daemon(tmp_path, config(assets, broker, tmp_path / "state", streams))

@@ -5,49 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, all_gone
+from tests.support.daemon import Daemon, all_gone, cpu_worker, daemon_config, looped_video
 from tests.support.mqtt import Message, Subscriber
 
 
-def two_stream_config(assets: Path, broker: Broker, state_dir: Path, **extra: str) -> str:
-    media = assets / "media"
-    return f"""
-[node]
-name = "e2e"
-state_dir = "{state_dir}"
-health_interval = {extra.get("health_interval", "30")}
-
-[mqtt]
-url = "{broker.url}"
-
-[[workers]]
-name = "cpu0"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-threads = 1
-heartbeat_timeout = {extra.get("heartbeat_timeout", "10")}
-
-[[workers]]
-name = "cpu1"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-threads = 1
-heartbeat_timeout = {extra.get("heartbeat_timeout", "10")}
-
-[[streams]]
-name = "street"
-source = "{media / "pedestrians-720p.avi"}"
-worker = "cpu0"
-loop = true
-detect_fps = {extra.get("detect_fps", "5")}
-min_score = 0.4
-
-[[streams]]
-name = "road"
-source = "{media / "traffic-720p.mp4"}"
-worker = "cpu1"
-loop = true
-detect_fps = {extra.get("detect_fps", "5")}
-min_score = 0.4
-"""
+def two_stream_config(
+    assets: Path, broker: Broker, state_dir: Path, *, health_interval: float = 30
+) -> str:
+    """Node "e2e": the street on worker cpu0, the road on cpu1, one thread each."""
+    return daemon_config(
+        "e2e",
+        state_dir,
+        broker.url,
+        health_interval=health_interval,
+        workers=[
+            cpu_worker(assets, name, threads=1, heartbeat_timeout=10) for name in ("cpu0", "cpu1")
+        ],
+        streams=[
+            looped_video(
+                assets, "street", "pedestrians-720p.avi", "cpu0", detect_fps=5, min_score=0.4
+            ),
+            looped_video(assets, "road", "traffic-720p.mp4", "cpu1", detect_fps=5, min_score=0.4),
+        ],
+    )
 
 
 def detections(messages: list[Message], stream: str) -> list[dict]:  # type: ignore[type-arg]

@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.publish as mqtt_publish
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, cpu_worker, daemon_config, looped_video
 from tests.support.mqtt import Message, Subscriber
 
 BASE = "edged/sw"
@@ -21,30 +21,15 @@ DETECTIONS = f"{BASE}/street/detections"
 
 
 def config(assets: Path, broker: Broker, state_dir: Path) -> str:
-    return f"""
-[node]
-name = "sw"
-state_dir = "{state_dir}"
-health_interval = 0.5
-
-[mqtt]
-url = "{broker.url}"
-
-[homeassistant]
-enabled = true
-
-[[workers]]
-name = "cpu0"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-threads = 1
-
-[[streams]]
-name = "street"
-source = "{assets / "media" / "pedestrians-720p.avi"}"
-worker = "cpu0"
-loop = true
-detect_fps = 5
-"""
+    return daemon_config(
+        "sw",
+        state_dir,
+        broker.url,
+        health_interval=0.5,
+        homeassistant=True,
+        workers=[cpu_worker(assets, threads=1)],
+        streams=[looped_video(assets, "street", "pedestrians-720p.avi", detect_fps=5)],
+    )
 
 
 def last_json(messages: list[Message], topic: str) -> dict | None:  # type: ignore[type-arg]

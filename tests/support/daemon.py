@@ -1,17 +1,105 @@
-"""Run the real `edged run` as a subprocess, the way systemd would, and look at what it leaves."""
+"""Run the real `edged run` as a subprocess, the way systemd would, and look at what it leaves;
+write the config.toml it runs on.
+
+Runs in the test process; a test that fails inside `Daemon.dumped_on_failure` kills the daemon
+and its workers and prints its log.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import psutil
+
+# What a test config holds: scalars, arrays, tables (a mapping) and arrays of tables (a list of
+# mappings), as in the TOML a user writes.
+TomlValue: TypeAlias = (
+    "str | int | float | bool | Path | Sequence[TomlValue] | Mapping[str, TomlValue]"
+)
+Table: TypeAlias = Mapping[str, TomlValue]
+
+
+def toml_text(doc: Table) -> str:
+    """`doc` as TOML: each table's plain keys, then its tables, then its arrays of tables."""
+    return "\n".join(_table_lines(doc, "")).lstrip("\n") + "\n"
+
+
+def _table_lines(table: Table, path: str) -> list[str]:
+    lines = []
+    for key, value in table.items():
+        if not isinstance(value, Mapping) and not _is_tables(value):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in table.items():
+        name = f"{path}.{key}" if path else key
+        if isinstance(value, Mapping):
+            lines += ["", f"[{name}]", *_table_lines(value, name)]
+        elif _is_tables(value):
+            assert isinstance(value, Sequence)
+            for item in value:
+                assert isinstance(item, Mapping)
+                lines += ["", f"[[{name}]]", *_table_lines(item, name)]
+    return lines
+
+
+def _is_tables(value: TomlValue) -> bool:
+    return isinstance(value, list | tuple) and bool(value) and isinstance(value[0], Mapping)
+
+
+def _toml_value(value: TomlValue) -> str:
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def cpu_worker(assets: Path, name: str = "cpu0", **keys: TomlValue) -> dict[str, TomlValue]:
+    """A [[workers]] table on the example model (the CPU backend, the default), plus `keys`."""
+    return {"name": name, "model": assets / "models" / "yolox_nano.onnx", **keys}
+
+
+def looped_video(
+    assets: Path, name: str, video: str, worker: str = "cpu0", **keys: TomlValue
+) -> dict[str, TomlValue]:
+    """A [[streams]] table playing an example video (`assets/media/<video>`) over and over."""
+    source = assets / "media" / video
+    return {"name": name, "source": source, "worker": worker, "loop": True, **keys}
+
+
+def daemon_config(
+    name: str,
+    state_dir: Path,
+    broker_url: str,
+    *,
+    workers: Sequence[Table],
+    streams: Sequence[Table],
+    homeassistant: bool = False,
+    **node: TomlValue,
+) -> str:
+    """config.toml for a daemon under test: node `name` (and the `node` keys) keeping its state
+    in `state_dir`, publishing to `broker_url`, with Home Assistant discovery if asked."""
+    doc: dict[str, TomlValue] = {
+        "node": {"name": name, "state_dir": state_dir, **node},
+        "mqtt": {"url": broker_url},
+    }
+    if homeassistant:
+        doc["homeassistant"] = {"enabled": True}
+    doc["workers"] = list(workers)
+    doc["streams"] = list(streams)
+    return toml_text(doc)
 
 
 def shm_entries() -> set[str]:

@@ -76,6 +76,13 @@ class Subscriber:
         topics = sorted({m.topic for m in self.snapshot()})
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; topics: {topics}")
 
+    def window(self, seconds: float) -> tuple[float, list[Message]]:
+        """When a window of `seconds` began (time.time()) and every message so far at its end.
+        The window is a scenario's length to count over, not a wait on a condition."""
+        start = time.time()
+        time.sleep(seconds)
+        return start, self.snapshot()
+
     def close(self) -> None:
         self._paho.loop_stop()
         self._paho.disconnect()

@@ -21,11 +21,11 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, Table, cpu_worker, daemon_config
 from tests.support.mqtt import Message, Subscriber
 from tests.support.rtsp import Mount, RtspServer
 from tests.support.rtsp_faults import Proxy, SilentServer
@@ -40,36 +40,29 @@ RECONNECT_DELAY = 2.0
 class StreamSpec:
     name: str
     source: str
-    extra: str = ""  # more TOML lines for the [[streams]] table
+    keys: Table = field(default_factory=dict)  # more keys for its [[streams]] table
 
 
 def config(assets: Path, broker: Broker, state_dir: Path, streams: list[StreamSpec]) -> str:
     """One worker running every stream (neighbours share its process, threads and model)."""
-    text = f"""
-[node]
-name = "{NODE}"
-state_dir = "{state_dir}"
-health_interval = 30
-
-[mqtt]
-url = "{broker.url}"
-
-[[workers]]
-name = "cpu0"
-model = "{assets / "models" / "yolox_nano.onnx"}"
-threads = 1
-"""
-    for stream in streams:
-        text += f"""
-[[streams]]
-name = "{stream.name}"
-source = "{stream.source}"
-worker = "cpu0"
-detect_fps = 5
-min_score = 0.3
-{stream.extra}
-"""
-    return text
+    return daemon_config(
+        NODE,
+        state_dir,
+        broker.url,
+        health_interval=30,
+        workers=[cpu_worker(assets, threads=1)],
+        streams=[
+            {
+                "name": stream.name,
+                "source": stream.source,
+                "worker": "cpu0",
+                "detect_fps": 5,
+                "min_score": 0.3,
+                **stream.keys,
+            }
+            for stream in streams
+        ],
+    )
 
 
 def status_topic(stream: str) -> str:
@@ -158,10 +151,11 @@ def healthy_camera_run(
     proxy = Proxy(server.port)
     subscriber = Subscriber(broker.port)
     watch = Watch(subscriber)
-    keys = (
-        f'rtsp_transport = "{transport}"\nstall_timeout = {STALL_TIMEOUT}\n'
-        f"reconnect_delay = {RECONNECT_DELAY}"
-    )
+    keys: Table = {
+        "rtsp_transport": transport,
+        "stall_timeout": STALL_TIMEOUT,
+        "reconnect_delay": RECONNECT_DELAY,
+    }
     streams = [StreamSpec("cam", proxy.url(path), keys)]
     streams += [StreamSpec(f"dead{i}", s.url(), keys) for i, s in enumerate(silent, 1)]
     daemon = Daemon(workdir, config(assets, broker, workdir / "state", streams))
