@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, cpu_worker, daemon_config, looped_video, wait_until
+from tests.support.daemon import Daemon, cpu_worker, daemon_config, video_stream, wait_until
 from tests.support.mqtt import Message, Subscriber
 
 PROBE = Path(__file__).resolve().parent / "support" / "modules_probe.py"
@@ -51,7 +51,7 @@ def test_running_supervisor_has_not_loaded_the_worker_stack(
         broker.url,
         homeassistant=True,
         workers=[cpu_worker(assets)],
-        streams=[looped_video(assets, "street", "pedestrians-720p.avi", detect_fps=5)],
+        streams=[video_stream(assets, "street", "pedestrians-720p.avi", loop=True, detect_fps=5)],
     )
     subscriber = Subscriber(broker.port)
     daemon = Daemon(tmp_path, config, entry=(str(PROBE),))

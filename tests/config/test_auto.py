@@ -14,21 +14,23 @@ import pytest
 from edged.config import Config, StreamConfig, WorkerConfig, parse_config
 from edged.config.auto import _cgroup_quota, cores, decoder_threads, inference_threads, resolve
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, wait_until
+from tests.support.daemon import Daemon, cpu_worker, daemon_config, video_stream, wait_until
 from tests.support.mqtt import Message, Subscriber
 
 
 def config_text(assets: Path, broker_url: str = "mqtt://127.0.0.1:1883", workers: int = 1) -> str:
     """Workers and streams with no thread keys at all: what a user gets by default."""
-    text = f'[node]\nname = "auto"\nhealth_interval = 1\n\n[mqtt]\nurl = "{broker_url}"\n'
-    for w in range(workers):
-        text += f'\n[[workers]]\nname = "cpu{w}"\nmodel = "{assets / "models/yolox_nano.onnx"}"\n'
-    for name, video in (("street", "pedestrians-720p.avi"), ("road", "traffic-720p.mp4")):
-        text += (
-            f'\n[[streams]]\nname = "{name}"\nsource = "{assets / "media" / video}"\n'
-            'worker = "cpu0"\nloop = true\ndetect_fps = 2\n'
-        )
-    return text
+    return daemon_config(
+        "auto",
+        None,
+        broker_url,
+        health_interval=1,
+        workers=[cpu_worker(assets, f"cpu{w}") for w in range(workers)],
+        streams=[
+            video_stream(assets, name, video, loop=True, detect_fps=2)
+            for name, video in (("street", "pedestrians-720p.avi"), ("road", "traffic-720p.mp4"))
+        ],
+    )
 
 
 def test_cores_is_the_affinity_mask_not_the_host(tmp_path: Path) -> None:

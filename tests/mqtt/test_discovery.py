@@ -22,7 +22,7 @@ from edged.mqtt import Publisher
 from tests.mqtt import ha_rules
 from tests.mqtt.support import Received, Subscriber, configs, result, subscribed, until
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, TomlValue, cpu_worker, daemon_config, looped_video
+from tests.support.daemon import Daemon, TomlValue, cpu_worker, daemon_config, video_stream
 from tests.support.mqtt import Message
 from tests.support.mqtt import Subscriber as SyncSubscriber
 
@@ -383,8 +383,9 @@ def test_presence_changes_a_few_times_a_minute_on_the_example_videos(
     """The real daemon on both example videos (tracked, the default: 2 s count hold) at 2
     detections a second, as in the issue's Home Assistant setup: each presence binary_sensor,
     read through its own discovery template, changes at most a few times a minute."""
-    # Both at 2 detections a second, with no detections messages and no snapshots.
+    # Both looped at 2 detections a second, with no detections messages and no snapshots.
     quiet: dict[str, TomlValue] = {
+        "loop": True,
         "detect_fps": 2,
         "detections": False,
         "tracking": {"snapshot": "off"},
@@ -396,9 +397,8 @@ def test_presence_changes_a_few_times_a_minute_on_the_example_videos(
         homeassistant=True,
         workers=[cpu_worker(assets, heartbeat_timeout=20)],
         streams=[
-            looped_video(assets, "street", "pedestrians-720p.avi", labels=["person"],
-                         **quiet),
-            looped_video(assets, "road", "traffic-720p.mp4", labels=["car", "truck", "bus"],
+            video_stream(assets, "street", "pedestrians-720p.avi", labels=["person"], **quiet),
+            video_stream(assets, "road", "traffic-720p.mp4", labels=["car", "truck", "bus"],
                          **quiet),
         ],
     )

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from tests.mqtt.test_security import USER, make_passwords
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, daemon_config
 from tests.support.mqtt import Message, Subscriber
 
 NODE = "sec"
@@ -29,19 +29,12 @@ HEALTH = f"edged/{NODE}/health"
 
 
 def config(broker: Broker, state: Path, password_file: Path, url: str) -> str:
-    return "\n".join(
-        [
-            "[node]",
-            f'name = "{NODE}"',
-            f'state_dir = "{state}"',
-            "health_interval = 0.5",
-            "",
-            "[mqtt]",
-            f'url = "{url}"',
-            f'username = "{USER}"',
-            f'password_file = "{password_file}"',
-            "",
-        ]
+    return daemon_config(
+        NODE,
+        state,
+        url,
+        health_interval=0.5,
+        mqtt={"username": USER, "password_file": password_file},
     )
 
 

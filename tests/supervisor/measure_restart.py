@@ -40,7 +40,7 @@ NODE = "measure"
 def measure_restart(workdir: Path, broker: Broker, kills: int) -> None:
     # max_delay = delay = 0.5 s (the default first backoff): every kill in a row costs what a
     # first crash costs, instead of the doubling a crash loop earns.
-    restart = "{ delay = 0.5, max_delay = 0.5, budget = 1000 }"
+    restart = {"delay": 0.5, "max_delay": 0.5, "budget": 1000}
     text = config_text(
         assets_dir(),
         broker,

@@ -33,7 +33,7 @@ from tests.support.daemon import (
     all_gone,
     cpu_worker,
     daemon_config,
-    looped_video,
+    video_stream,
 )
 from tests.support.mqtt import Subscriber
 
@@ -55,10 +55,11 @@ def config(
     """Node "ev": the road, tracked, with a counting line across it (and `more_streams`)."""
     # Snapshots are off where mosquitto_sub collects everything ("#"): it prints one message a
     # line, and a JPEG has newlines in it.
-    road = looped_video(
+    road = video_stream(
         assets,
         "road",
         "traffic-720p.mp4",
+        loop=True,
         detect_fps=detect_fps,
         labels=VEHICLES,
         tracking={"update_interval_s": 2, "snapshot": snapshot},
@@ -270,10 +271,11 @@ def test_debounced_counts_change_less_than_per_frame_counts(
     """Two copies of the road at 2 detections a second (the issue's Home Assistant setup): one
     with per-frame counts (tracking off), one tracked with a 2 s hold. 30 s of what a subscriber
     sees on each count topic."""
-    raw = looped_video(
+    raw = video_stream(
         assets,
         "raw",
         "traffic-720p.mp4",
+        loop=True,
         detect_fps=2,
         labels=VEHICLES,
         tracking={"enabled": False},

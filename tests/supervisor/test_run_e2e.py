@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, all_gone, cpu_worker, daemon_config, looped_video
+from tests.support.daemon import Daemon, all_gone, cpu_worker, daemon_config, video_stream
 from tests.support.mqtt import Message, Subscriber
 
 
@@ -22,10 +22,18 @@ def two_stream_config(
             cpu_worker(assets, name, threads=1, heartbeat_timeout=10) for name in ("cpu0", "cpu1")
         ],
         streams=[
-            looped_video(
-                assets, "street", "pedestrians-720p.avi", "cpu0", detect_fps=5, min_score=0.4
+            video_stream(
+                assets,
+                "street",
+                "pedestrians-720p.avi",
+                "cpu0",
+                loop=True,
+                detect_fps=5,
+                min_score=0.4,
             ),
-            looped_video(assets, "road", "traffic-720p.mp4", "cpu1", detect_fps=5, min_score=0.4),
+            video_stream(
+                assets, "road", "traffic-720p.mp4", "cpu1", loop=True, detect_fps=5, min_score=0.4
+            ),
         ],
     )
 

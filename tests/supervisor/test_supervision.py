@@ -18,7 +18,7 @@ import pytest
 from edged.supervisor.daemon import STOP_GRACE_S
 from edged.supervisor.escalation import KILL_AFTER_S
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, all_gone, shm_entries, wait_until
+from tests.support.daemon import Daemon, Table, all_gone, shm_entries, wait_until
 from tests.support.mqtt import Message, Subscriber
 from tests.support.supervision import (
     S,
@@ -187,10 +187,13 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
     tmp_path: Path, assets: Path, broker: Broker, subscriber: Subscriber
 ) -> None:
     budget, failed_retry = 3, 3.0
-    restart = (
-        f"{{ delay = 0.1, boot_error_delay = 0.4, budget = {budget}, window = 120, "
-        f"failed_retry = {failed_retry} }}"
-    )
+    restart: Table = {
+        "delay": 0.1,
+        "boot_error_delay": 0.4,
+        "budget": budget,
+        "window": 120,
+        "failed_retry": failed_retry,
+    }
     bad = garbage_model(tmp_path / "truncated.onnx")
     text = config_text(
         assets,
@@ -275,7 +278,7 @@ def test_sigterm_under_load_after_many_crashes_leaks_nothing(
         assets,
         broker,
         tmp_path / "state",
-        [W(n, restart="{ delay = 0.05, max_delay = 0.1, budget = 100 }") for n in ("cpu0", "cpu1")],
+        [W(n, restart={"delay": 0.05, "max_delay": 0.1, "budget": 100}) for n in ("cpu0", "cpu1")],
         # Full load: every frame the detector can take.
         [S("street", "cpu0", "street", detect_fps=0), S("road", "cpu1", "road", detect_fps=0)],
         node=NODE,

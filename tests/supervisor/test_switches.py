@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.publish as mqtt_publish
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, cpu_worker, daemon_config, looped_video
+from tests.support.daemon import Daemon, cpu_worker, daemon_config, video_stream
 from tests.support.mqtt import Message, Subscriber
 
 BASE = "edged/sw"
@@ -28,7 +28,7 @@ def config(assets: Path, broker: Broker, state_dir: Path) -> str:
         health_interval=0.5,
         homeassistant=True,
         workers=[cpu_worker(assets, threads=1)],
-        streams=[looped_video(assets, "street", "pedestrians-720p.avi", detect_fps=5)],
+        streams=[video_stream(assets, "street", "pedestrians-720p.avi", loop=True, detect_fps=5)],
     )
 
 

@@ -71,34 +71,40 @@ def cpu_worker(assets: Path, name: str = "cpu0", **keys: TomlValue) -> dict[str,
     return {"name": name, "model": assets / "models" / "yolox_nano.onnx", **keys}
 
 
-def looped_video(
+def video_stream(
     assets: Path, name: str, video: str, worker: str = "cpu0", **keys: TomlValue
 ) -> dict[str, TomlValue]:
-    """A [[streams]] table playing an example video (`assets/media/<video>`) over and over."""
-    source = assets / "media" / video
-    return {"name": name, "source": source, "worker": worker, "loop": True, **keys}
+    """A [[streams]] table on an example video (`assets/media/<video>`), plus `keys`."""
+    return {"name": name, "source": assets / "media" / video, "worker": worker, **keys}
 
 
 def daemon_config(
     name: str,
-    state_dir: Path,
+    state_dir: Path | None,
     broker_url: str,
     *,
-    workers: Sequence[Table],
-    streams: Sequence[Table],
+    workers: Sequence[Table] = (),
+    streams: Sequence[Table] = (),
     homeassistant: bool = False,
+    mqtt: Table | None = None,
     **node: TomlValue,
 ) -> str:
     """config.toml for a daemon under test: node `name` (and the `node` keys) keeping its state
-    in `state_dir`, publishing to `broker_url`, with Home Assistant discovery if asked."""
+    in `state_dir` (None: the default), publishing to `broker_url` (and the `mqtt` keys), with
+    Home Assistant discovery if asked."""
+    node_table: dict[str, TomlValue] = {"name": name}
+    if state_dir is not None:
+        node_table["state_dir"] = state_dir
     doc: dict[str, TomlValue] = {
-        "node": {"name": name, "state_dir": state_dir, **node},
-        "mqtt": {"url": broker_url},
+        "node": {**node_table, **node},
+        "mqtt": {"url": broker_url, **(mqtt or {})},
     }
     if homeassistant:
         doc["homeassistant"] = {"enabled": True}
-    doc["workers"] = list(workers)
-    doc["streams"] = list(streams)
+    if workers:
+        doc["workers"] = list(workers)
+    if streams:
+        doc["streams"] = list(streams)
     return toml_text(doc)
 
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import (
+    Daemon,
+    Table,
+    TomlValue,
+    cpu_worker,
+    daemon_config,
+    video_stream,
+)
 from tests.support.mqtt import Message
 
 VIDEOS = {"street": "pedestrians-720p.avi", "road": "traffic-720p.mp4"}
@@ -25,8 +32,8 @@ class W:
     model: Path | None = None
     heartbeat_timeout: float = 10.0
     ready_timeout: float = 60.0
-    # An inline TOML table for `[workers.restart]`, e.g. "{ delay = 0.1, budget = 50 }".
-    restart: str = ""
+    # Its `[workers.restart]` table, e.g. {"delay": 0.1, "budget": 50}; empty: the defaults.
+    restart: Table = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,41 +56,40 @@ def config_text(
     node: str = "sv",
     health_interval: float = 30.0,
 ) -> str:
-    lines = [
-        "[node]",
-        f'name = "{node}"',
-        f'state_dir = "{state_dir}"',
-        f"health_interval = {health_interval}",
-        "",
-        "[mqtt]",
-        f'url = "{broker.url}"',
-        "",
-    ]
-    for w in workers:
-        model = w.model or assets / "models" / "yolox_nano.onnx"
-        lines += [
-            "[[workers]]",
-            f'name = "{w.name}"',
-            f'model = "{model}"',
-            "threads = 1",
-            f"heartbeat_timeout = {w.heartbeat_timeout}",
-            f"ready_timeout = {w.ready_timeout}",
-        ]
-        if w.restart:
-            lines.append(f"restart = {w.restart}")
-        lines.append("")
-    for s in streams:
-        lines += [
-            "[[streams]]",
-            f'name = "{s.name}"',
-            f'source = "{assets / "media" / VIDEOS[s.video]}"',
-            f'worker = "{s.worker}"',
-            "loop = true",
-            f"detect_fps = {s.detect_fps}",
-            "min_score = 0.4",
-            "",
-        ]
-    return "\n".join(lines)
+    return daemon_config(
+        node,
+        state_dir,
+        broker.url,
+        health_interval=health_interval,
+        workers=[_worker_table(assets, w) for w in workers],
+        streams=[
+            video_stream(
+                assets,
+                s.name,
+                VIDEOS[s.video],
+                s.worker,
+                loop=True,
+                detect_fps=s.detect_fps,
+                min_score=0.4,
+            )
+            for s in streams
+        ],
+    )
+
+
+def _worker_table(assets: Path, w: W) -> dict[str, TomlValue]:
+    table = cpu_worker(
+        assets,
+        w.name,
+        threads=1,
+        heartbeat_timeout=w.heartbeat_timeout,
+        ready_timeout=w.ready_timeout,
+    )
+    if w.model is not None:
+        table["model"] = w.model
+    if w.restart:
+        table["restart"] = w.restart
+    return table
 
 
 def log_events(daemon: Daemon) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, cpu_worker, daemon_config
 from tests.support.mqtt import Message, Subscriber
 from tests.support.rtsp import RTSP_PASSWORD, RTSP_USER, RtspServer
 from tests.support.rtsp_faults import Proxy, SilentServer
@@ -58,31 +58,24 @@ def published(messages: list[Message], stream: str) -> list[dict]:  # type: igno
 
 
 def config(assets: Path, broker: Broker, state: Path, cameras: dict[str, str]) -> str:
-    lines = [
-        "[node]",
-        f'name = "{NODE}"',
-        f'state_dir = "{state}"',
-        "health_interval = 0.5",
-        "",
-        "[mqtt]",
-        f'url = "{broker.url}"',
-        "",
-        "[[workers]]",
-        'name = "cpu0"',
-        f'model = "{assets / "models" / "yolox_nano.onnx"}"',
-    ]
-    for name, url in cameras.items():
-        lines += [
-            "",
-            "[[streams]]",
-            f'name = "{name}"',
-            f'source = "{url}"',
-            'worker = "cpu0"',
-            "detect_fps = 5",
-            "open_timeout = 2",
-            "reconnect_delay = 1",
-        ]
-    return "\n".join(lines) + "\n"
+    return daemon_config(
+        NODE,
+        state,
+        broker.url,
+        health_interval=0.5,
+        workers=[cpu_worker(assets)],
+        streams=[
+            {
+                "name": name,
+                "source": url,
+                "worker": "cpu0",
+                "detect_fps": 5,
+                "open_timeout": 2,
+                "reconnect_delay": 1,
+            }
+            for name, url in cameras.items()
+        ],
+    )
 
 
 def test_passwords_stay_in_and_failing_cameras_say_why(

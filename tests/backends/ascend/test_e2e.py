@@ -22,52 +22,38 @@ from tests.support.acl_emulator import (
 )
 from tests.support.agreement import agree
 from tests.support.broker import Broker
-from tests.support.daemon import Daemon, wait_until
+from tests.support.daemon import (
+    Daemon,
+    TomlValue,
+    cpu_worker,
+    daemon_config,
+    video_stream,
+    wait_until,
+)
 from tests.support.mqtt import Message, Subscriber
 
 FRAMES = 30
 
 
-def config(assets: Path, model_path: Path, om: Path, broker: Broker, state: Path,
-           *, with_cpu: bool) -> str:
-    video = assets / "media" / "traffic-720p.mp4"
-    text = f"""
-[node]
-name = "e2e"
-state_dir = "{state}"
+def npu_worker(om: Path, **keys: TomlValue) -> dict[str, TomlValue]:
+    return {"name": "npu0", "backend": "ascend", "model": om, "heartbeat_timeout": 20, **keys}
 
-[mqtt]
-url = "{broker.url}"
 
-[[workers]]
-name = "npu0"
-backend = "ascend"
-model = "{om}"
-heartbeat_timeout = 20
+def road(assets: Path, name: str, worker: str, **keys: TomlValue) -> dict[str, TomlValue]:
+    """The traffic video, read as fast as it decodes."""
+    return video_stream(
+        assets, name, "traffic-720p.mp4", worker, realtime=False, min_score=0.4, **keys
+    )
 
-[[streams]]
-name = "road-npu"
-source = "{video}"
-worker = "npu0"
-realtime = false
-loop = true
-min_score = 0.4
-"""
+
+def config(assets: Path, om: Path, broker: Broker, state: Path, *, with_cpu: bool) -> str:
+    """The road (looped) on an ascend worker, and once more on a CPU worker if `with_cpu`."""
+    workers = [npu_worker(om)]
+    streams = [road(assets, "road-npu", "npu0", loop=True)]
     if with_cpu:
-        text += f"""
-[[workers]]
-name = "cpu0"
-model = "{model_path}"
-threads = 1
-
-[[streams]]
-name = "road-cpu"
-source = "{video}"
-worker = "cpu0"
-realtime = false
-min_score = 0.4
-"""
-    return text
+        workers.append(cpu_worker(assets, threads=1))
+        streams.append(road(assets, "road-cpu", "cpu0"))
+    return daemon_config("e2e", state, broker.url, workers=workers, streams=streams)
 
 
 def frames(messages: list[Message], stream: str) -> dict[int, Any]:
@@ -132,10 +118,10 @@ def om(tmp_path: Path, model_path: Path) -> Path:
 
 @pytest.mark.parametrize("run_mode", ["ACL_HOST", "ACL_DEVICE"])
 def test_ascend_worker_detects_what_the_cpu_worker_detects(
-    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker, run_mode: str
+    tmp_path: Path, assets: Path, om: Path, broker: Broker, run_mode: str
 ) -> None:
     subscriber = Subscriber(broker.port)
-    text = config(assets, model_path, om, broker, tmp_path / "state", with_cpu=True)
+    text = config(assets, om, broker, tmp_path / "state", with_cpu=True)
     daemon = started(tmp_path, text, run_mode)
     try:
         with daemon.dumped_on_failure():
@@ -174,10 +160,10 @@ def test_ascend_worker_detects_what_the_cpu_worker_detects(
 
 
 def test_after_a_sigkill_and_a_restart_the_reports_stay_clean(
-    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker
+    tmp_path: Path, assets: Path, om: Path, broker: Broker
 ) -> None:
     subscriber = Subscriber(broker.port)
-    text = config(assets, model_path, om, broker, tmp_path / "state", with_cpu=False)
+    text = config(assets, om, broker, tmp_path / "state", with_cpu=False)
     daemon = started(tmp_path, text, "ACL_HOST")
     try:
         with daemon.dumped_on_failure():
@@ -208,31 +194,15 @@ def test_after_a_sigkill_and_a_restart_the_reports_stay_clean(
 
 
 def test_frames_of_several_streams_share_one_inference(
-    tmp_path: Path, assets: Path, model_path: Path, om: Path, broker: Broker
+    tmp_path: Path, assets: Path, om: Path, broker: Broker
 ) -> None:
-    video = assets / "media" / "traffic-720p.mp4"
-    text = f"""
-[node]
-name = "e2e"
-state_dir = "{tmp_path / "state"}"
-
-[mqtt]
-url = "{broker.url}"
-
-[[workers]]
-name = "npu0"
-backend = "ascend"
-model = "{om}"
-batch = 4
-heartbeat_timeout = 20
-""" + "".join(f"""
-[[streams]]
-name = "road{i}"
-source = "{video}"
-worker = "npu0"
-realtime = false
-min_score = 0.4
-""" for i in range(3))
+    text = daemon_config(
+        "e2e",
+        tmp_path / "state",
+        broker.url,
+        workers=[npu_worker(om, batch=4)],
+        streams=[road(assets, f"road{i}", "npu0") for i in range(3)],
+    )
     subscriber = Subscriber(broker.port)
     daemon = started(tmp_path, text, "ACL_HOST")
     try:
@@ -256,7 +226,7 @@ min_score = 0.4
 def test_without_pyacl_the_worker_is_a_boot_error_backed_off_not_a_crash_loop(
     tmp_path: Path, assets: Path, om: Path, broker: Broker
 ) -> None:
-    text = config(assets, om, om, broker, tmp_path / "state", with_cpu=False)
+    text = config(assets, om, broker, tmp_path / "state", with_cpu=False)
     daemon = Daemon(tmp_path, text)  # no emulator on PYTHONPATH: `import acl` fails
     daemon.env["PYTHONPATH"] = ""
     daemon.start()
