@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.acl_emulator import YOLOX_AIPP, write_om
 from tests.support.broker import Broker
 from tests.support.rtsp import RTSP_PASSWORD, RTSP_USER, Mount, RtspServer
 from tests.support.rtsp_media import H264_720, H265_720
@@ -35,6 +36,13 @@ def assets() -> Path:
 @pytest.fixture(scope="session")
 def model_path(assets: Path) -> Path:
     return assets / "models" / "yolox_nano.onnx"
+
+
+@pytest.fixture
+def om(tmp_path: Path, model_path: Path) -> Path:
+    """The example model as an offline model for the pyACL emulator (tests/emulator/acl): batch
+    gears 1, 2 and 4, YOLOX's AIPP."""
+    return write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
 
 
 @pytest.fixture

@@ -61,11 +61,6 @@ def unload():
 """
 
 
-@pytest.fixture
-def om(tmp_path: Path, model_path: Path) -> Path:
-    return write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
-
-
 @pytest.mark.parametrize(("mode", "smaller_code"), [("strict", 145000), ("realistic", 0)])
 def test_an_input_buffer_of_the_wrong_size_is_caught(
     tmp_path: Path, om: Path, mode: str, smaller_code: int

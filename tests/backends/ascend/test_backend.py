@@ -22,11 +22,6 @@ from tests.support.agreement import agree
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def om(tmp_path: Path, model_path: Path) -> Path:
-    return write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
-
-
 @pytest.mark.parametrize("run_mode", ["ACL_HOST", "ACL_DEVICE"])
 def test_vdec_vpc_aipp_detections_match_the_cpu_path(
     tmp_path: Path, assets: Path, model_path: Path, om: Path, run_mode: str

@@ -14,11 +14,9 @@ import psutil
 import pytest
 
 from tests.support.acl_emulator import (
-    YOLOX_AIPP,
     emulator_env,
     reports,
     stand_in_cpu_s,
-    write_om,
 )
 from tests.support.agreement import agree
 from tests.support.broker import Broker
@@ -109,11 +107,6 @@ class Window:
         assert npu_frames > 0 and cpu_frames > 0, (self.start, end)
         return (1000 * (npu_cpu - stand_in) / npu_frames, 1000 * stand_in / npu_frames,
                 1000 * cpu_cpu / cpu_frames)
-
-
-@pytest.fixture
-def om(tmp_path: Path, model_path: Path) -> Path:
-    return write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
 
 
 @pytest.mark.parametrize("run_mode", ["ACL_HOST", "ACL_DEVICE"])
