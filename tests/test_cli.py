@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from tests.supervisor.test_run_e2e import two_stream_config
 from tests.support.broker import Broker, free_port
 from tests.support.daemon import Daemon, wait_until
+from tests.support.datagram import receiver
 from tests.support.mqtt import Subscriber
 from tests.systemd.journal_parse import parse_entry
 
@@ -61,9 +61,7 @@ def test_a_config_error_at_start_is_logged_as_journal_errors_with_the_key(
     # test's socket), at error priority, with the key path as a field; and exit code 2, which
     # the unit's RestartPreventExitStatus=2 turns into an immediate failure.
     journal = tmp_path / "journal.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(journal))
-    sock.settimeout(0)
+    sock = receiver(str(journal), 0)
     config = tmp_path / "config.toml"
     config.write_text('[node]\nname = "box"\nhealth_interval = "often"\n')
     env = {**os.environ, "EDGED_LOG_FORMAT": "journal", "EDGED_JOURNAL_SOCKET": str(journal)}

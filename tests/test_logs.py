@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edged.logs import configure_logging
+from tests.support.datagram import receiver
 from tests.systemd.journal_parse import parse_entry
 
 CHILD = """
@@ -39,17 +40,23 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_pipe_gives_json_lines() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, "info"],
+def _stderr_of(code: str, *args: str, **env: str) -> str:
+    """What a child running `code` (stdin empty, stderr a pipe, `env` added) wrote to stderr;
+    fails if it exits non-zero or runs past 60 s."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env=_env(),
+        env=_env(**env),
         timeout=60,
         check=True,
-    )
-    events = [json.loads(line) for line in out.stderr.splitlines()]
+    ).stderr
+
+
+def test_pipe_gives_json_lines() -> None:
+    stderr = _stderr_of(CHILD, "info")
+    events = [json.loads(line) for line in stderr.splitlines()]
     assert [e["event"] for e in events] == ["hello", "from stdlib 7", "boom", "mode"]
     hello = events[0]
     assert hello["level"] == "info"
@@ -66,16 +73,8 @@ def test_pipe_gives_json_lines() -> None:
 
 
 def test_debug_level_lets_debug_through() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, "DEBUG"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(out.stderr.splitlines()[0])["event"] == "filtered out"
+    stderr = _stderr_of(CHILD, "DEBUG")
+    assert json.loads(stderr.splitlines()[0])["event"] == "filtered out"
 
 
 def test_unknown_level_is_rejected() -> None:
@@ -120,9 +119,7 @@ def test_terminal_gives_console_lines() -> None:
 @pytest.fixture
 def journal_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     path = str(tmp_path / "journal.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(30)
+    sock = receiver(path, 30)
     yield sock, path
     sock.close()
 
@@ -174,16 +171,10 @@ def test_journal_stream_of_another_file_is_not_the_journal(
     other.write_bytes(b"")
     st = os.stat(other)
     # $JOURNAL_STREAM is inherited, but stderr was redirected elsewhere: JSON, not the journal.
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, "info"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", EDGED_JOURNAL_SOCKET=path),
-        timeout=60,
-        check=True,
+    stderr = _stderr_of(
+        CHILD, "info", JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}", EDGED_JOURNAL_SOCKET=path
     )
-    assert json.loads(out.stderr.splitlines()[-1])["mode"] == "json"
+    assert json.loads(stderr.splitlines()[-1])["mode"] == "json"
 
 
 RELEVEL = """
@@ -206,15 +197,7 @@ bound.error("shown 4")
 
 
 def test_a_new_level_reaches_loggers_created_and_used_before() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", RELEVEL],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=60,
-        check=True,
-    )
-    events = [json.loads(line) for line in out.stderr.splitlines()]
+    stderr = _stderr_of(RELEVEL)
+    events = [json.loads(line) for line in stderr.splitlines()]
     assert [e["event"] for e in events] == ["shown 1", "shown 2", "shown 3", "shown 4"]
     assert events[1]["worker"] == "cpu0" and events[3]["worker"] == "cpu0"

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from pathlib import Path
 
 from tests.supervisor.test_run_e2e import two_stream_config
 from tests.support.broker import Broker
 from tests.support.daemon import Daemon, wait_until
+from tests.support.datagram import receiver
 
 
 def test_ready_watchdog_reloading_stopping_in_order(
     tmp_path: Path, assets: Path, broker: Broker
 ) -> None:
     path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
+    sock = receiver(str(path), 0)
     received: list[tuple[float, str]] = []
 
     def drain() -> list[str]:

@@ -19,15 +19,14 @@ from edged.systemd.journal import (
     field_name,
     stderr_is_journal,
 )
+from tests.support.datagram import receiver
 from tests.systemd.journal_parse import parse_entry, parse_fields
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[tuple[socket.socket, JournalSender]]:
     path = str(tmp_path / "journal.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(10)
+    sock = receiver(path, 10)
     sender = JournalSender(path)
     yield sock, sender
     sender.close()

@@ -20,13 +20,7 @@ from edged.systemd.watchdog import (
     ping_watchdog,
     watchdog_blocker,
 )
-
-
-def _receiver(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(address)
-    sock.settimeout(10)
-    return sock
+from tests.support.datagram import receiver
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -36,10 +30,10 @@ def notify_socket(
     """A bound receiver and the NOTIFY_SOCKET value that names it."""
     if request.param == "path":
         value = str(tmp_path / "notify.sock")
-        sock = _receiver(value)
+        sock = receiver(value, 10)
     else:
         value = f"@edged-test-{uuid.uuid4().hex}"
-        sock = _receiver("\0" + value[1:])
+        sock = receiver("\0" + value[1:], 10)
     yield sock, value
     sock.close()
 
@@ -109,7 +103,7 @@ def test_reloading_without_status_is_still_one_datagram(
 
 def test_environment_is_popped_so_children_do_not_inherit(tmp_path: Path) -> None:
     value = str(tmp_path / "notify.sock")
-    sock = _receiver(value)
+    sock = receiver(value, 10)
     # A real process: Notifier() reads os.environ, then spawns a child and reports what it sees.
     code = (
         "import json, multiprocessing, os\n"
