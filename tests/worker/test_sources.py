@@ -66,6 +66,21 @@ def stream(source: Path | str, **fields: object) -> StreamConfig:
     )
 
 
+def until_offline(
+    config: StreamConfig, backend: Backend, timeout: float, times: int = 1
+) -> tuple[StreamSource, Statuses]:
+    """Run a source on `config` until it has gone offline `times` times, then stop it."""
+    statuses = Statuses()
+    source = StreamSource(config, FrameBoard(), backend, statuses)
+    source.start()
+    try:
+        wait_until(lambda: len(statuses.of("offline")) >= times, timeout)
+    finally:
+        source.stop()
+        source.join(5)
+    return source, statuses
+
+
 def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(
     assets: Path, backend: Backend
 ) -> None:
@@ -166,14 +181,7 @@ def test_broken_stream_is_reported_and_retried_with_backoff(
     path = tmp_path / "broken.mp4"
     if kind == "garbage":
         path.write_bytes(b"\x00\x00\x01\xb3 not a video at all " * 200)
-    board, statuses = FrameBoard(), Statuses()
-    source = StreamSource(stream(path, reconnect_delay=0.2), board, backend, statuses)
-    source.start()
-    try:
-        wait_until(lambda: len(statuses.of("offline")) >= 3, 15)
-    finally:
-        source.stop()
-        source.join(5)
+    source, statuses = until_offline(stream(path, reconnect_delay=0.2), backend, 15, times=3)
     offline = statuses.of("offline")
     gaps = [b - a for a, b in itertools.pairwise(offline)]
     # 0.2 s, then 0.4 s, ...: each wait at least as long as the one before, never a hot loop
@@ -233,14 +241,7 @@ def test_a_file_without_a_video_the_backend_can_decode_says_why(
 ) -> None:
     path = tmp_path / "odd.mkv"
     video = audio_only(path) if kind == "audio only" else unknown_codec(path, assets)
-    board, statuses = FrameBoard(), Statuses()
-    source = StreamSource(stream(video, reconnect_delay=30), board, backend, statuses)
-    source.start()
-    try:
-        wait_until(lambda: bool(statuses.of("offline")), 10)
-    finally:
-        source.stop()
-        source.join(5)
+    _, statuses = until_offline(stream(video, reconnect_delay=30), backend, 10)
     (got, detail), *_ = statuses.reasons()
     assert got is reason, detail
     assert not statuses.of("online")
@@ -249,15 +250,8 @@ def test_a_file_without_a_video_the_backend_can_decode_says_why(
 def test_an_unknown_host_is_unreachable_in_words_without_the_password(backend: Backend) -> None:
     # .invalid never resolves (RFC 2606); FFmpeg's error code says only "Input/output error",
     # its log says why, and that is what the reason is made from.
-    board, statuses = FrameBoard(), Statuses()
     url = "rtsp://admin:Hunter2@camera.invalid/live"
-    source = StreamSource(stream(url, reconnect_delay=30), board, backend, statuses)
-    source.start()
-    try:
-        wait_until(lambda: bool(statuses.of("offline")), 15)
-    finally:
-        source.stop()
-        source.join(5)
+    _, statuses = until_offline(stream(url, reconnect_delay=30), backend, 15)
     (reason, detail), *_ = statuses.reasons()
     assert reason is StreamReason.UNREACHABLE, detail
     assert "camera.invalid" in detail and "Hunter2" not in detail
@@ -356,14 +350,7 @@ def test_a_live_paced_stream_drops_what_the_detector_does_not_take(
 def test_a_missing_v4l2_device_is_not_found(backend: Backend) -> None:
     """/dev/videoN opens through FFmpeg's v4l2 demuxer (the format exists in this build); a
     device that is not there is `not_found`, retried like any camera."""
-    board, statuses = FrameBoard(), Statuses()
-    source = StreamSource(stream("/dev/video99", reconnect_delay=30), board, backend, statuses)
-    source.start()
-    try:
-        wait_until(lambda: bool(statuses.of("offline")), 10)
-    finally:
-        source.stop()
-        source.join(5)
+    _, statuses = until_offline(stream("/dev/video99", reconnect_delay=30), backend, 10)
     (reason, detail), *_ = statuses.reasons()
     assert reason is StreamReason.NOT_FOUND, detail
 
