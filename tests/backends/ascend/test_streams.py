@@ -3,6 +3,7 @@ frame; VDEC channel ids come back when a stream closes (a 310 has 32)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tests.support.acl_emulator import YOLOX_AIPP, only_report, run_snippet, write_om
@@ -34,15 +35,31 @@ def play(frames):
 """
 
 
+def on_a_stream(
+    tmp_path: Path,
+    assets: Path,
+    model_path: Path,
+    code: str,
+    *,
+    timeout: float = 120,
+    **settings: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` after OPEN_STREAM (a loaded backend `b` on the traffic video, and `play`) in a
+    fresh process on the emulator, its reports in tmp_path / "r"."""
+    om = write_om(tmp_path / "yolox.om", model_path, aipp=YOLOX_AIPP)
+    video = str(assets / "media" / "traffic-720p.mp4")
+    return run_snippet(
+        (OPEN_STREAM.format(om=str(om), video=video), code),
+        tmp_path / "r",
+        timeout=timeout,
+        **settings,
+    )
+
+
 def test_the_letterbox_pad_is_written_once_per_buffer_not_per_frame(
     tmp_path: Path, assets: Path, model_path: Path
 ) -> None:
-    om = write_om(tmp_path / "yolox.om", model_path, aipp=YOLOX_AIPP)
-    video = str(assets / "media" / "traffic-720p.mp4")
-    done = run_snippet(
-        (OPEN_STREAM.format(om=str(om), video=video), "assert play(30) == 30\nb.close()"),
-        tmp_path / "r",
-    )
+    done = on_a_stream(tmp_path, assets, model_path, "assert play(30) == 30\nb.close()")
     assert done.returncode == 0, done.stderr
     report = only_report(tmp_path / "r")
     calls = report["calls_by_name"]
@@ -62,12 +79,10 @@ def test_forty_streams_one_after_another_on_a_310_reuse_its_32_vdec_channels(
 ) -> None:
     # Huawei's acllite hands out ids 0, 1, 2, ... and never takes one back: its 33rd capture in
     # a process fails on a 310. A camera that reconnects forty times must not.
-    om = write_om(tmp_path / "yolox.om", model_path, aipp=YOLOX_AIPP)
-    video = str(assets / "media" / "traffic-720p.mp4")
-    done = run_snippet(
-        (OPEN_STREAM.format(om=str(om), video=video),
-         "assert [play(1) for _ in range(40)] == [1] * 40\nb.close()"),
-        tmp_path / "r", soc="Ascend310", timeout=300,
+    done = on_a_stream(
+        tmp_path, assets, model_path,
+        "assert [play(1) for _ in range(40)] == [1] * 40\nb.close()",
+        soc="Ascend310", timeout=300,
     )
     assert done.returncode == 0, done.stderr
     report = only_report(tmp_path / "r")
@@ -80,9 +95,7 @@ def test_a_snapshot_after_prepare_shows_the_frame_just_prepared(
 ) -> None:
     # VDEC calls back in bursts: one decode() can return several frames. The worker pairs a
     # snapshot taken right after prepare() with that frame's boxes, so it must be that frame.
-    om = write_om(tmp_path / "yolox.om", model_path, aipp=YOLOX_AIPP)
-    video = str(assets / "media" / "traffic-720p.mp4")
-    done = run_snippet((OPEN_STREAM.format(om=str(om), video=video), """
+    done = on_a_stream(tmp_path, assets, model_path, """
         import acl, cv2, numpy as np
         def picture(frame):  # the frame's NV12 read on the board (ACL_DEVICE), to BGR
             raw = np.frombuffer(acl.util.ptr_to_bytes(frame.buffer.address, frame.size), np.uint8)
@@ -109,6 +122,6 @@ def test_a_snapshot_after_prepare_shows_the_frame_just_prepared(
         # the start); every burst there is must pass.
         assert checked >= 1, checked
         b.close()
-        """), tmp_path / "r", run_mode="ACL_DEVICE")
+        """, run_mode="ACL_DEVICE")
     assert done.returncode == 0, done.stderr
     assert only_report(tmp_path / "r")["violations"] == []
