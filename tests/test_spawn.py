@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.support.broker import Broker
 from tests.support.daemon import Daemon, cpu_worker, daemon_config, video_stream, wait_until
+from tests.support.modules_probe import loaded_after
 from tests.support.mqtt import Message, Subscriber
 
 PROBE = Path(__file__).resolve().parent / "support" / "modules_probe.py"
@@ -31,12 +30,7 @@ def forbidden(modules: list[str]) -> list[str]:
 def test_forbidden_names_what_a_worker_loads() -> None:
     # The filter itself: a fresh interpreter that imports the worker and its CPU backend has
     # them all (so the check below can fail).
-    code = (
-        "import sys, json; import edged.worker.main, edged.backends.cpu, onnxruntime; "
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    found = forbidden(json.loads(out.stdout))
+    found = forbidden(loaded_after("edged.worker.main", "edged.backends.cpu", "onnxruntime"))
     wanted = ("numpy", "cv2", "onnxruntime", "edged.worker.main", "edged.backends", "edged.detect")
     for name in wanted:
         assert name in found, found

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from edged.mqtt.topics import Topics, check_suffix, slug
+from tests.support.modules_probe import loaded_after
 
 
 def test_topics_of_a_node() -> None:
@@ -25,11 +22,6 @@ def test_topics_of_a_node() -> None:
 
 
 def test_topics_and_payloads_import_without_the_client_or_the_publisher() -> None:
-    code = (
-        "import sys, json; import edged.mqtt.topics, edged.mqtt.payloads; "
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    modules = set(json.loads(out.stdout))
+    modules = set(loaded_after("edged.mqtt.topics", "edged.mqtt.payloads"))
     assert "edged.mqtt.topics" in modules
     assert not modules & {"aiomqtt", "paho", "paho.mqtt", "edged.mqtt.publisher"}, modules
