@@ -86,7 +86,7 @@ def test_kill9_worker_is_replaced_and_the_other_stream_has_no_gap(
     tmp_path: Path, assets: Path, broker: Broker, subscriber: Subscriber
 ) -> None:
     daemon = start(tmp_path, two_workers(assets, broker, tmp_path))
-    try:
+    with daemon.dumped_on_failure():
         wait_ready(daemon, "cpu0", "cpu1")
         subscriber.wait_for(
             lambda ms: all(len(detections(ms, NODE, s)) >= 10 for s in ("street", "road")),
@@ -128,10 +128,6 @@ def test_kill9_worker_is_replaced_and_the_other_stream_has_no_gap(
             f"kill -9 -> new worker's first detection: {resumed - killed_at:.2f} s; "
             f"road gaps: normal {normal:.3f} s, worst {worst:.3f} s"
         )
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
     assert daemon.stop(timeout=10) == 0
 
 
@@ -140,7 +136,7 @@ def test_sigstopped_worker_is_declared_hung_and_replaced(
 ) -> None:
     timeout = 3.0
     daemon = start(tmp_path, two_workers(assets, broker, tmp_path, heartbeat_timeout=timeout))
-    try:
+    with daemon.dumped_on_failure():
         wait_ready(daemon, "cpu0", "cpu1")
         subscriber.wait_for(
             lambda ms: len(detections(ms, NODE, "street")) >= 5, 30, "street detections"
@@ -176,10 +172,6 @@ def test_sigstopped_worker_is_declared_hung_and_replaced(
             "street detections from the replacement",
         )
         assert len(ready_pids(daemon, "cpu1")) == 1  # the other worker was left alone
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
     assert daemon.stop(timeout=10) == 0
 
 
@@ -205,7 +197,7 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         health_interval=1,
     )
     daemon = start(tmp_path, text)
-    try:
+    with daemon.dumped_on_failure():
         # Failed after the budget, then retried once at the slow cadence, and failed again.
         wait_until(
             lambda: len(supervisor_events(daemon, "worker failed; retrying slowly", "bad")) >= 2,
@@ -262,10 +254,6 @@ def test_model_that_fails_to_load_backs_off_and_is_reported_failed(
         assert failed_status[0]["detail"].startswith("worker bad failed: exit code 3"), statuses
         assert len(detections(messages, NODE, "road")) >= 10
         assert health["workers"]["good"]["state"] == "ready"
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
     assert daemon.stop(timeout=10) == 0
 
 
@@ -284,7 +272,7 @@ def test_sigterm_under_load_after_many_crashes_leaks_nothing(
         node=NODE,
     )
     daemon = start(tmp_path, text)
-    try:
+    with daemon.dumped_on_failure():
         wait_ready(daemon, "cpu0", "cpu1")
         fds: list[int] = []
         for cycle in range(cycles):
@@ -302,10 +290,6 @@ def test_sigterm_under_load_after_many_crashes_leaks_nothing(
         assert fds[-1] <= fds[0] + 1, fds
         children = daemon.children()
         assert len(daemon.workers()) == 2
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
     stopping = time.monotonic()
     code = daemon.stop(timeout=10)
     took = time.monotonic() - stopping
@@ -319,7 +303,7 @@ def test_second_signal_while_stopping_kills_stragglers_at_once(
     tmp_path: Path, assets: Path, broker: Broker
 ) -> None:
     daemon = start(tmp_path, two_workers(assets, broker, tmp_path))
-    try:
+    with daemon.dumped_on_failure():
         wait_ready(daemon, "cpu0", "cpu1")
         children = daemon.children()
         # A frozen worker ignores the Shutdown message: stopping would wait the whole grace.
@@ -334,10 +318,6 @@ def test_second_signal_while_stopping_kills_stragglers_at_once(
         daemon.signal(signal.SIGINT)
         code = daemon.stop(timeout=10)
         took = time.monotonic() - started
-    except BaseException:
-        daemon.kill_all()
-        print(daemon.log())
-        raise
     assert code == 0, daemon.log()
     # Killed because of the second signal, not at the end of the grace period.
     assert not supervisor_events(daemon, "worker did not stop in time; killing it", "cpu0")
