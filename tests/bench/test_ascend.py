@@ -15,13 +15,12 @@ import pytest
 
 from edged.bench import ascend, report
 from edged.cli import main
-from tests.support.acl_emulator import YOLOX_AIPP, emulator_env, write_om
+from tests.support.acl_emulator import emulator_env
 
 
 def test_ascend_bench_leaves_the_emulated_device_out_of_the_host_cpu(
-    tmp_path: Path, assets: Path, model_path: Path
+    tmp_path: Path, assets: Path, om: Path
 ) -> None:
-    om = write_om(tmp_path / "yolox.om", model_path, gears=(1, 2, 4), aipp=YOLOX_AIPP)
     acl_dir = tmp_path / "acl"
     out = tmp_path / "out.json"
     env = emulator_env(acl_dir)  # the emulator on PYTHONPATH, strict mode
