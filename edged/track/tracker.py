@@ -87,7 +87,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
@@ -165,7 +165,8 @@ class Tracker:
             rows = np.array([m[0] for m in matches])
             self._filter.update(rows, boxes[[m[1] for m in matches]])
 
-        ended = self._expire(t, size)
+        # The tracks _expire looks at were not matched, so their prediction is their state.
+        ended = self._expire(t, size, predicted)
         # 3. sure detections nobody claimed start tentative tracks
         fresh = [int(i) for i in high if int(i) not in matched_high]
         if fresh:
@@ -234,11 +235,12 @@ class Tracker:
         elif t - tr.still_since >= cfg.stationary_s:
             tr.stationary = True
 
-    def _expire(self, t: float, size: tuple[int, int]) -> list[tuple[Track, EndReason]]:
+    def _expire(
+        self, t: float, size: tuple[int, int], predicted: np.ndarray
+    ) -> list[tuple[Track, EndReason]]:
         cfg = self.config
         keep = np.ones(len(self._tracks), dtype=bool)
         ended: list[tuple[Track, EndReason]] = []
-        predicted = self._filter.boxes()
         for i, tr in enumerate(self._tracks):
             missed = t - tr.last_seen
             if tr.seen_now:
