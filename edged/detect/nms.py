@@ -46,6 +46,7 @@ def nms(
         # every candidate takes part: the decoder has already applied the score threshold
         score_threshold=-np.inf,
         nms_threshold=float(iou_threshold),
-        top_k=int(max_detections),
+        # OpenCV's top_k cuts the candidates before suppression; the cap is on what is kept.
+        top_k=0,
     )
-    return np.asarray(keep, np.intp).reshape(-1)
+    return np.asarray(keep, np.intp).reshape(-1)[:max_detections]

@@ -81,3 +81,13 @@ def test_matches_plain_python_reference_on_random_crowded_boxes() -> None:
         classes = rng.integers(0, 4, n).astype(np.int32)
         expected = _reference_nms(boxes.tolist(), scores.tolist(), classes.tolist(), 0.45)
         assert list(nms(boxes, scores, classes, 0.45, max_detections=n)) == expected
+
+
+def test_the_cap_counts_kept_boxes_not_candidates() -> None:
+    # 10 candidates: pairs of near-duplicates (the second of each pair suppressed) first, then
+    # disjoint boxes; a cap of 4 keeps the best 4 that survive, reaching past rank 4.
+    boxes = [[i * 20.0, 0.0, i * 20.0 + 10.0, 10.0] for i in range(3) for _ in range(2)]
+    boxes += [[100.0 + i * 20.0, 0.0, 110.0 + i * 20.0, 10.0] for i in range(4)]
+    scores = [1.0 - i / 20 for i in range(10)]
+    b, s, c = _arrays(boxes, scores, [0] * 10)
+    assert list(nms(b, s, c, max_detections=4)) == [0, 2, 4, 6]
