@@ -434,4 +434,9 @@ def test_presence_changes_a_few_times_a_minute_on_the_example_videos(
         per_minute[topic.split("/", 2)[2]] = changes * 60.0 / window_s
     for name, rate in per_minute.items():
         print(f"presence {name}: {rate:.0f} changes/min over {window_s:.0f} s")
-    assert all(rate <= 6 for rate in per_minute.values()), per_minute
+    # What the videos really do bounds this: traffic-720p.mp4 loops every 12.3 s, and trucks
+    # come and go in it (about 3.5 s at the start of each loop, single sightings near 8.5 s and
+    # 9.5 s). Held and tracked, that is 4-8 changes a minute from run to run (the frames a
+    # 2-a-second detector samples shift). Frame by frame at 2 detections a second, the same clip
+    # flips truck presence about 39 times a minute: 12 still proves the debouncing.
+    assert all(rate <= 12 for rate in per_minute.values()), per_minute
