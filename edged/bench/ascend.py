@@ -31,8 +31,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from edged import __version__
 from edged.stats import percentiles
 
@@ -153,7 +151,7 @@ def acl_kind(runs: list[dict[str, Any]]) -> str:
 def bench(args: argparse.Namespace) -> int:
     """`edged bench --backend ascend`: saturation runs on each stream count, then the report."""
     from edged.bench import parts, report, run
-    from edged.bench.broker import LocalBroker
+    from edged.bench.broker import bench_broker
     from edged.bench.command import counts_from, machine_doc, videos_from
     from edged.bench.tracking import time_tracking
     from edged.config import auto
@@ -225,18 +223,7 @@ def bench(args: argparse.Namespace) -> int:
             STATS_ENV: os.environ.get(STATS_ENV) or str(interval),
         }
         clock = StatsFiles(report_dir, interval)
-        broker: LocalBroker | None = None
-        broker_process: psutil.Process | None = None
-        if args.broker:
-            broker_url = args.broker
-        else:
-            progress("broker: starting mosquitto")
-            broker = LocalBroker(workdir)
-            broker.start()
-            broker_url = broker.url
-            assert broker.proc is not None
-            broker_process = psutil.Process(broker.proc.pid)
-        try:
+        with bench_broker(workdir, args.broker, progress) as (broker_url, broker_process):
             for n in counts:
                 played = [videos[i % len(videos)] for i in range(n)]
                 streams = tuple(
@@ -267,9 +254,6 @@ def bench(args: argparse.Namespace) -> int:
                     device_clock=clock,
                 )
                 doc["runs"].append(_run_doc(result, plan, report_dir))
-        finally:
-            if broker is not None:
-                broker.stop()
     progress.done()
     doc["acl"] = _acl_doc(doc["runs"])
     doc["tracking"] = [vars(c) for c in tracking_costs]

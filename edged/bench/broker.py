@@ -15,9 +15,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    import psutil
 
 INSTALL_HINT = (
     "mosquitto is not installed: install it (`apt-get install -y mosquitto`), or point the bench "
@@ -127,3 +132,25 @@ class LocalBroker(ChildBroker):
             # As root mosquitto drops to the mosquitto user, who may not read a private tmp dir.
             lines.append("user root")
         return lines
+
+
+@contextmanager
+def bench_broker(
+    workdir: Path, url: str | None, progress: Callable[[str], None]
+) -> Iterator[tuple[str, psutil.Process | None]]:
+    """The broker a bench run publishes to: `url` when given (nothing to start or to measure),
+    else a mosquitto started here and stopped on the way out. Yields its URL and, for one this
+    started, its process (the bench measures its CPU)."""
+    if url:
+        yield url, None
+        return
+    import psutil
+
+    progress("broker: starting mosquitto")
+    broker = LocalBroker(workdir)
+    broker.start()
+    try:
+        assert broker.proc is not None
+        yield broker.url, psutil.Process(broker.proc.pid)
+    finally:
+        broker.stop()

@@ -125,7 +125,7 @@ def register(subparsers: Any) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from edged.bench import parts, report, run
-    from edged.bench.broker import LocalBroker
+    from edged.bench.broker import bench_broker
     from edged.bench.tracking import time_tracking
     from edged.config import auto
     from edged.config.model import StreamConfig, WorkerConfig
@@ -233,18 +233,7 @@ def _bench(args: argparse.Namespace) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="edged-bench-") as tmp:
         workdir = Path(tmp)
-        broker: LocalBroker | None = None
-        broker_process: psutil.Process | None = None
-        if args.broker:
-            broker_url = args.broker
-        else:
-            progress("broker: starting mosquitto")
-            broker = LocalBroker(workdir)
-            broker.start()
-            broker_url = broker.url
-            assert broker.proc is not None
-            broker_process = psutil.Process(broker.proc.pid)
-        try:
+        with bench_broker(workdir, args.broker, progress) as (broker_url, broker_process):
             for n in counts:
                 used = [decodes[i % len(decodes)] for i in range(n)]
                 limit = parts.saturation_limit(n_cores, used, infer)
@@ -281,9 +270,6 @@ def _bench(args: argparse.Namespace) -> int:
                     progress,
                     broker_process,
                 )
-        finally:
-            if broker is not None:
-                broker.stop()
     progress.done()
     doc["tracking"] = [vars(c) for c in tracking_costs]
     print(report.table(doc))
