@@ -271,17 +271,7 @@ def _bench(args: argparse.Namespace) -> int:
                     broker_process,
                 )
     progress.done()
-    doc["tracking"] = [vars(c) for c in tracking_costs]
-    print(report.table(doc))
-    for c in tracking_costs:
-        print(
-            f"tracking + events, {c.boxes} boxes: {c.median_ms:.3f} ms a frame "
-            f"(p95 {c.p95_ms:.3f}, CPU time, {c.frames} frames)"
-        )
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    report.write_json(doc, json_path)
-    drawn = report.plot(doc, plot_path)
-    print(f"\nwrote {json_path}" + (f" and {plot_path}" if drawn else ""))
+    report.finish(doc, report.table(doc), tracking_costs, json_path, plot_path)
     return 0
 
 

@@ -308,6 +308,22 @@ def ascend_summary(doc: dict[str, Any]) -> str:
     )
 
 
+def finish(doc: dict[str, Any], text: str, costs: list[Any], json_path: Path,
+           plot_path: Path) -> None:
+    """Print a bench's table and its tracking costs, write its JSON and draw its plot."""
+    doc["tracking"] = [vars(c) for c in costs]
+    print(text)
+    for c in costs:
+        print(
+            f"tracking + events, {c.boxes} boxes: {c.median_ms:.3f} ms a frame "
+            f"(p95 {c.p95_ms:.3f}, CPU time, {c.frames} frames)"
+        )
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(doc, json_path)
+    drawn = plot(doc, plot_path)
+    print(f"\nwrote {json_path}" + (f" and {plot_path}" if drawn else ""))
+
+
 def write_json(doc: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(doc, indent=2, allow_nan=False, default=_nan_to_none) + "\n")
 
