@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import random
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -32,14 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from edged import __version__
-from edged.stats import percentiles
 
 STATS_ENV = "ACL_EMU_STATS_INTERVAL"
 REPORT_DIR_ENV = "ACL_EMU_REPORT_DIR"
 # How often the emulator writes its stats file when the bench asks for it: each window edge
 # waits for the next write, so the edges are at most this far off.
 STATS_INTERVAL_S = 0.1
-LATENCY_SAMPLES_KEPT = 2000
 VDEC_CODECS = ("h264", "hevc")
 
 
@@ -288,31 +285,17 @@ def _probe(video: str, input_kind: str) -> float:
 
 def _run_doc(result: Any, plan: Any, report_dir: Path) -> dict[str, Any]:
     """One run's figures: the CPU bench's where they apply (no limit), plus the host CPU."""
-    ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
-    samples = result.latency_ms
-    if len(samples) > LATENCY_SAMPLES_KEPT:
-        samples = random.Random(0).sample(samples, LATENCY_SAMPLES_KEPT)
+    from edged.bench.run import measured
+
     worker_names = [k for k in result.pids if k.startswith("worker")]
     return {
         "streams": result.streams,
         "mode": "saturation",
         "realtime": plan.realtime,
         "detect_fps": plan.detect_fps,
-        "seconds": round(result.seconds, 3),
-        "frames": result.frames,
-        "fps": round(result.fps, 2),
         "limit_fps": None,  # the device's work is not measured on the host
         "ratio": None,
-        "per_stream": {
-            name: {"messages": c.messages, "fps": round(c.messages / result.seconds, 2)}
-            for name, c in sorted(result.per_stream.items())
-        },
-        "latency_ms": percentiles(result.latency_ms),
-        "latency_samples_ms": [round(s, 2) for s in samples],
-        "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
-        "rss_mb": {k: round(v, 1) for k, v in result.rss_mb.items()},
-        "machine_busy_pct": round(result.machine_busy_pct, 1),
-        "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+        **measured(result),
         # Every worker's stand-in CPU was read: the host figures leave the emulator out.
         "emulated": bool(worker_names) and all(k in result.stand_in_cpu_s for k in worker_names),
         "stand_in_cpu_pct": {

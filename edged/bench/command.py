@@ -18,7 +18,6 @@ import argparse
 import math
 import os
 import platform
-import random
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ DEFAULT_STREAMS = "1,2,4"
 SUSTAINED_PACE = 0.97  # decode keeps at least this share of the file's native rate
 SUSTAINED_DETECT = 0.90  # and delivers at least this share of the wanted detections
 LATENCY_SLACK_MS = 5.0
-LATENCY_SAMPLES_KEPT = 2000
 
 
 def register(subparsers: Any) -> None:
@@ -301,32 +299,19 @@ def counts_from(args: argparse.Namespace) -> list[int]:
 def _run_doc(
     result: Any, mode: str, plan: Any, limit_fps: float, work_ms: float, decoder_threads: int
 ) -> dict[str, Any]:
+    from edged.bench.run import measured
+
     ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
     work_pct = _work_pct(result, plan, work_ms)
-    samples = result.latency_ms
-    if len(samples) > LATENCY_SAMPLES_KEPT:
-        samples = random.Random(0).sample(samples, LATENCY_SAMPLES_KEPT)
     return {
         "streams": result.streams,
         "mode": mode,
         "realtime": plan.realtime,
         "detect_fps": plan.detect_fps,
         "decoder_threads": decoder_threads,
-        "seconds": round(result.seconds, 3),
-        "frames": result.frames,
-        "fps": round(result.fps, 2),
         "limit_fps": round(limit_fps, 2),
         "ratio": round(result.fps / limit_fps, 4),
-        "per_stream": {
-            name: {"messages": c.messages, "fps": round(c.messages / result.seconds, 2)}
-            for name, c in sorted(result.per_stream.items())
-        },
-        "latency_ms": percentiles(result.latency_ms),
-        "latency_samples_ms": [round(s, 2) for s in samples],
-        "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
-        "rss_mb": {k: round(v, 1) for k, v in result.rss_mb.items()},
-        "machine_busy_pct": round(result.machine_busy_pct, 1),
-        "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+        **measured(result),
         # An estimate for a shared, noisy machine: the ratio against the part of the cores that
         # other processes left free during the window. The ratio above is the measured one.
         "ratio_to_free_cores": _ratio_to_free(result, limit_fps, ours),

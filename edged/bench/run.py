@@ -15,7 +15,9 @@ of it after a grace period; nothing outlives the bench.
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 import psutil
 
 from edged.bench.counter import NODE, PREFIX, StreamCount, open_counter
+from edged.stats import percentiles
 from edged.urls import split
 
 
@@ -416,3 +419,31 @@ def _sleep_until(deadline: float, daemon: DaemonRun) -> None:
 def _host_port(url: str) -> tuple[str, int]:
     parts = split(url)
     return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+# Latency samples kept in a run's JSON document (a seeded sample of them past this many).
+LATENCY_SAMPLES_KEPT = 2000
+
+
+def measured(result: RunResult) -> dict[str, Any]:
+    """What every bench run document carries from a run, CPU or Ascend: its frames and rate,
+    per-stream counts, latency, CPU and memory by process and the rest of the machine's CPU."""
+    ours = sum(v for v in result.cpu_pct.values() if not math.isnan(v))
+    samples = result.latency_ms
+    if len(samples) > LATENCY_SAMPLES_KEPT:
+        samples = random.Random(0).sample(samples, LATENCY_SAMPLES_KEPT)
+    return {
+        "seconds": round(result.seconds, 3),
+        "frames": result.frames,
+        "fps": round(result.fps, 2),
+        "per_stream": {
+            name: {"messages": c.messages, "fps": round(c.messages / result.seconds, 2)}
+            for name, c in sorted(result.per_stream.items())
+        },
+        "latency_ms": percentiles(result.latency_ms),
+        "latency_samples_ms": [round(s, 2) for s in samples],
+        "cpu_pct": {k: round(v, 2) for k, v in result.cpu_pct.items()},
+        "rss_mb": {k: round(v, 1) for k, v in result.rss_mb.items()},
+        "machine_busy_pct": round(result.machine_busy_pct, 1),
+        "others_pct": round(max(0.0, result.machine_busy_pct - ours), 1),
+    }
