@@ -194,7 +194,8 @@ def test_a_frozen_camera_is_offline_within_its_stall_timeout(
     with Proxy(rtsp_server.port) as proxy:
         source = running.add(config("cam", proxy.url("/h264"), stall_timeout=stall))
         wait_for(lambda: bool(running.events.of("cam", "online")), 20, "online")
-        time.sleep(0.5)  # a little playing, so the decoder is past its start
+        # a little playing (half a second of 25 fps video), so the decoder is past its start
+        wait_for(lambda: source.frames_in >= 12, 20, "playing")
         frozen = time.monotonic()
         proxy.freeze()
         wait_for(lambda: bool(running.events.of("cam", "offline")), stall + 5, "offline")
