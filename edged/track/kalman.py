@@ -39,11 +39,22 @@ def _sizes(state: np.ndarray) -> np.ndarray:
 
 
 class BoxFilter:
-    """States and covariances of N boxes; rows are added, dropped and updated together."""
+    """States and covariances of N boxes; rows are added, dropped and updated together.
+
+    The covariance is kept as what it is, four independent 2x2 blocks per box: each measured
+    component (cx, cy, w, h) is coupled only with its own velocity, because F, Q, R and the
+    starting covariance never mix components. So `pp`, `pv` and `vv` ([N, 4] each) are the
+    position variance, position-velocity covariance and velocity variance of every component,
+    and a step is a few elementwise operations instead of batched 8x8 products and 4x4
+    inversions (the same numbers; tests/track/test_kalman.py checks it against the full 8x8
+    filter). This runs for every frame of every tracked stream.
+    """
 
     def __init__(self) -> None:
         self.x = np.zeros((0, 8))
-        self.p = np.zeros((0, 8, 8))
+        self.pp = np.zeros((0, 4))
+        self.pv = np.zeros((0, 4))
+        self.vv = np.zeros((0, 4))
 
     def __len__(self) -> int:
         return len(self.x)
@@ -51,37 +62,33 @@ class BoxFilter:
     def add(self, boxes: np.ndarray) -> None:
         """Start filters at these measured boxes (xyxy), at rest."""
         z = xyxy_to_cxcywh(boxes)
-        x = np.hstack([z, np.zeros_like(z)])
         size = _sizes(z)
-        pos_std = 2 * _POS_WEIGHT * size
-        vel_std = 10 * _VEL_WEIGHT * size / _REF_DT
-        p = np.zeros((len(z), 8, 8))
-        diag = np.hstack([pos_std, vel_std]) ** 2
-        idx = np.arange(8)
-        p[:, idx, idx] = diag
-        self.x = np.vstack([self.x, x])
-        self.p = np.concatenate([self.p, p])
+        self.x = np.vstack([self.x, np.hstack([z, np.zeros_like(z)])])
+        self.pp = np.vstack([self.pp, (2 * _POS_WEIGHT * size) ** 2])
+        self.pv = np.vstack([self.pv, np.zeros_like(z)])
+        self.vv = np.vstack([self.vv, (10 * _VEL_WEIGHT / _REF_DT * size) ** 2])
 
     def keep(self, mask: np.ndarray) -> None:
         self.x = self.x[mask]
-        self.p = self.p[mask]
+        self.pp, self.pv, self.vv = self.pp[mask], self.pv[mask], self.vv[mask]
 
     def predict(self, dt: float, frozen: np.ndarray | None = None) -> None:
         """Advance every filter by `dt` seconds; `frozen` rows (stationary objects) do not move."""
         if not len(self.x) or dt <= 0:
             return
-        f = np.eye(8)
-        f[:4, 4:] = np.eye(4) * dt
+        x = self.x
         if frozen is not None and frozen.any():
-            self.x[frozen, 4:] = 0.0
-        self.x = self.x @ f.T
-        self.x[:, 2:4] = np.maximum(self.x[:, 2:4], 1.0)
+            x[frozen, 4:] = 0.0
+        x[:, :4] += dt * x[:, 4:]
+        np.maximum(x[:, 2:4], 1.0, out=x[:, 2:4])
+        # P' = F P F^T + Q per component, F = [[1, dt], [0, 1]]
+        pv, vv = self.pv, self.vv
+        self.pp += dt * (2.0 * pv + dt * vv)
+        pv += dt * vv
+        size2 = _sizes(x) ** 2
         steps = dt / _REF_DT
-        size = _sizes(self.x)
-        q = np.hstack([(_POS_WEIGHT * size) ** 2, (_VEL_WEIGHT * size / _REF_DT) ** 2]) * steps
-        self.p = f @ self.p @ f.T
-        idx = np.arange(8)
-        self.p[:, idx, idx] += q
+        self.pp += (_POS_WEIGHT**2 * steps) * size2
+        vv += ((_VEL_WEIGHT / _REF_DT) ** 2 * steps) * size2
 
     def update(self, rows: np.ndarray, boxes: np.ndarray) -> None:
         """Correct the filters in `rows` with their measured boxes (xyxy); the measurement is
@@ -90,15 +97,17 @@ class BoxFilter:
             return
         z = xyxy_to_cxcywh(boxes)
         x = self.x[rows]
-        p = self.p[rows]
-        r = (_POS_WEIGHT * _sizes(x)) ** 2
-        s = p[:, :4, :4].copy()
-        idx = np.arange(4)
-        s[:, idx, idx] += r
-        gain = p[:, :, :4] @ np.linalg.inv(s)  # (M, 8, 4)
+        pp, pv, vv = self.pp[rows], self.pv[rows], self.vv[rows]
+        s = pp + (_POS_WEIGHT * _sizes(x)) ** 2  # innovation variance
+        k_pos, k_vel = pp / s, pv / s  # the gain for the position and for the velocity
         innovation = z - x[:, :4]
-        self.x[rows] = x + np.einsum("mij,mj->mi", gain, innovation)
-        self.p[rows] = p - gain @ p[:, :4, :]
+        x[:, :4] += k_pos * innovation
+        x[:, 4:] += k_vel * innovation
+        self.x[rows] = x
+        # P' = (I - K H) P
+        self.vv[rows] = vv - k_vel * pv
+        self.pv[rows] = pv - k_pos * pv
+        self.pp[rows] = pp - k_pos * pp
 
     def boxes(self) -> np.ndarray:
         return cxcywh_to_xyxy(self.x)
@@ -106,4 +115,3 @@ class BoxFilter:
     def speeds(self) -> np.ndarray:
         """Centre speed in pixels per second."""
         return np.hypot(self.x[:, 4], self.x[:, 5])
-
