@@ -31,7 +31,7 @@ from edged.protocol import (
 )
 from edged.supervisor.handle import PIPE_CLOSED_GRACE_S, WorkerEvents, WorkerHandle
 from edged.supervisor.restart import RestartPolicy
-from tests.support.virtual import FakeWorker, FakeWorkers, run_virtual
+from tests.support.virtual import FakeWorker, FakeWorkers, run_virtual, until
 
 S = WorkerState
 CAM = StreamConfig(name="cam", source="/videos/cam.mp4", worker="w")
@@ -241,7 +241,7 @@ def test_a_second_signal_kills_without_waiting_for_the_grace() -> None:
         worker.exits_on_shutdown = False
         t0 = asyncio.get_running_loop().time()
         stopping = asyncio.create_task(handle.stop(5.0))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the scenario: 1 s (virtual) into the grace period
         handle.kill_now()
         await stopping
         assert worker.signals == [signal.SIGKILL]
@@ -273,7 +273,7 @@ def test_streams_and_log_level_go_down_the_pipe_and_into_the_next_spec() -> None
         handle.set_stream(msgspec.structs.replace(door, min_score=0.8))
         handle.remove_stream("cam")
         handle.set_log_level("debug")
-        await asyncio.sleep(0.01)
+        await until(lambda: len(worker.down) >= 4, "four messages down the pipe")
         assert worker.down == [
             StartStream(door),
             UpdateStream(msgspec.structs.replace(door, min_score=0.8)),
@@ -294,7 +294,7 @@ def test_new_deadlines_apply_to_the_running_process() -> None:
     async def test(handle: WorkerHandle, workers: FakeWorkers, rec: Recorder) -> None:
         ready_at = await started(handle, workers, rec)
         worker = workers.last
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the scenario: 1 s (virtual) after ready
         handle.update_config(WorkerConfig(name="w", model="m.onnx", heartbeat_timeout=3.0))
         await rec.reach(S.BACKOFF)
         assert worker.signals == [signal.SIGABRT]
@@ -324,7 +324,7 @@ def test_a_bug_handling_one_message_does_not_cost_the_pipe() -> None:
         first = Result("cam", 1, 0.0, 640, 480, 5.0, b"[]")
         second = Result("cam", 2, 0.0, 640, 480, 5.0, b"[]")
         workers.last.send(first, Heartbeat(1), second)
-        await asyncio.sleep(0.1)
+        await until(lambda: second in rec.messages, "the message after the failed one handled")
         assert [m for m in rec.messages if isinstance(m, Result)] == [second]
         assert handle.state is S.READY
 

@@ -61,6 +61,16 @@ def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         loop.close()
 
 
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait until `predicate()` holds, in virtual time; fail after `timeout` virtual seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout:g} s (virtual): {what}")
+        await asyncio.sleep(0.001)
+
+
 class FakeProcess:
     """A process as a handle sees it: pid, sentinel fd, exit code. Nothing is started."""
 
