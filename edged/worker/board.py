@@ -9,8 +9,13 @@ so no decode work is wasted. Streams are served oldest-offer first, which keeps 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+# How long the inference loops must have found a frame waiting every time before the worker
+# counts as behind (`behind`): a saturated worker, not two frames that happened to coincide.
+BEHIND_S = 0.5
 
 if TYPE_CHECKING:
     from edged.backends.base import MediaPath, ModelInput
@@ -47,6 +52,7 @@ class FrameBoard:
         # insertion order = offer order: the oldest waiting frame is served first
         self._waiting: dict[str, FramePacket] = {}
         self._closed = False
+        self._idle_at = time.monotonic()  # when an inference loop last found nothing to take
 
     def offer(self, packet: FramePacket, *, wait: bool) -> FramePacket | None:
         """Put a frame in its stream's slot; return the frame it replaced, if any.
@@ -71,6 +77,7 @@ class FrameBoard:
         """The oldest waiting frame, or None after `timeout` seconds without one."""
         with self._lock:
             if not self._waiting and not self._closed:
+                self._idle_at = time.monotonic()
                 self._frame_ready.wait(timeout)
             if not self._waiting:
                 return None
@@ -78,6 +85,12 @@ class FrameBoard:
             packet = self._waiting.pop(name)
             self._wake_slot(name)
             return packet
+
+    def behind(self) -> bool:
+        """The worker is not keeping up: no inference loop has found the board empty for
+        `BEHIND_S`, and a frame waits now. (Two frames arriving together at half load make one
+        wait a moment; that is not being behind.) A hint, read without the lock."""
+        return bool(self._waiting) and time.monotonic() - self._idle_at > BEHIND_S
 
     def discard(self, name: str) -> FramePacket | None:
         """Remove a stream's waiting frame (the stream is stopping)."""

@@ -18,7 +18,7 @@ import numpy as np
 import structlog
 
 from edged.backends.base import Backend
-from edged.protocol import Detection, Heartbeat, Result, detections_json
+from edged.protocol import Detection, Heartbeat, Result, Up, detections_json
 from edged.track.events import StreamEvents
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.channel import ChannelClosed, WorkerChannel
@@ -85,7 +85,8 @@ class InferenceLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            packet = self._board.take(timeout=0.25)
+            # Not longer than what the channel holds may wait (channel.py, `send_held`).
+            packet = self._board.take(timeout=self._channel.due_in(0.25))
             if packet is not None:
                 packets = [packet]
                 # A batch takes what other streams have waiting now; it never waits for more.
@@ -101,6 +102,7 @@ class InferenceLoop:
                 except Exception:
                     log.exception("frame failed", stream=packet.source.name, frame=packet.index)
             try:
+                self._channel.flush()
                 self._progress.mark(self._index)
             except ChannelClosed:
                 return
@@ -141,18 +143,24 @@ class InferenceLoop:
         ])
         source.count_processed()
         self._infer_ms.append(infer_ms)
-        self._channel.send(
-            Result(
-                source.name, packet.index, packet.capture_ts, width, height, round(infer_ms, 2),
-                detections,
-            )
+        result = Result(
+            source.name, packet.index, packet.capture_ts, width, height, round(infer_ms, 2),
+            detections,
         )
+        # Behind (frames wait): results are late anyway, and held ones cost the supervisor one
+        # wake-up for several (channel.py). Keeping up: each goes at once.
+        behind = self._board.behind()
+        if not behind:
+            self._channel.send(result)
+        messages: list[Up] = [result] if behind else []
         if events is not None:
             size = (width, height)
-            for message in events.on_frame(
-                packet.index, packet.capture_ts, packet.image, size, found
-            ):
-                self._channel.send(message)
+            messages += events.on_frame(packet.index, packet.capture_ts, packet.image, size, found)
             # A better view is in sight: the source brings its next detected frame to the host
             # (the media path's snapshot, the one time a frame leaves the device).
             source.snapshot_wanted = events.wants_snapshot
+        if behind:
+            self._channel.send_held(messages)
+        else:
+            for message in messages:
+                self._channel.send(message)

@@ -112,6 +112,8 @@ class WorkerRuntime:
             loop.thread.join(2.0)
         for name in list(self._events):
             self._end_events(name, EndReason.SHUTDOWN)
+        with contextlib.suppress(ChannelClosed):
+            self._channel.flush(now=True)  # results held at saturation (channel.py)
 
     def _end_events(self, name: str, reason: EndReason, *, keep: bool = False) -> None:
         """Send `end` for every open event of a stream; forget its tracker unless `keep`."""

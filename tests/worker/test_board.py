@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edged.backends.base import ModelInput
-from edged.worker.board import FrameBoard, FramePacket
+from edged.worker.board import BEHIND_S, FrameBoard, FramePacket
 
 
 class Named:
@@ -125,3 +125,23 @@ def test_an_offer_wakes_an_idle_inference_loop() -> None:
         loop.join(5.0)
     assert time.monotonic() - started < 2.0  # woken by the offers, not by their timeouts
     assert sorted(p.source.name for p in got if p) == ["a", "b"]
+
+
+def test_behind_only_after_the_loops_found_work_waiting_for_a_while() -> None:
+    board = FrameBoard()
+    assert board.take(0) is None  # an inference loop found the board empty: keeping up
+    board.offer(packet("a", 1), wait=False)
+    assert not board.behind()  # a frame waits, but the loops were idle a moment ago
+    started = time.monotonic()
+    while time.monotonic() - started <= BEHIND_S:  # the loops stay busy: frames always wait
+        assert board.take(0) is not None
+        board.offer(packet("a", 2), wait=False)
+    assert board.behind()
+    assert board.take(0) is not None
+    assert not board.behind()  # nothing waits
+    board.offer(packet("a", 3), wait=False)
+    assert board.behind()
+    assert board.take(0) is not None
+    assert board.take(0) is None  # a loop finds nothing: it keeps up again
+    board.offer(packet("a", 4), wait=False)
+    assert not board.behind()
