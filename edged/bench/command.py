@@ -318,6 +318,21 @@ def _run_doc(
         # work the frames needed / CPU our processes spent: 1.0 means no overhead at all
         "cpu_efficiency": round(work_pct / ours, 4) if ours > 0 else None,
         "overhead_ms": _overhead_ms(result, work_pct),
+        **_per_message(result),
+    }
+
+
+def _per_message(result: Any) -> dict[str, float | None]:
+    """The supervisor's CPU per MQTT message it published (detections, events, retained state),
+    core-ms, and those messages a second; None where the broker did not count them."""
+    rate = result.published_per_s
+    supervisor = result.cpu_pct.get("supervisor", math.nan)
+    if not rate or math.isnan(supervisor):
+        return {"published_per_s": None, "supervisor_ms_per_message": None}
+    # % of one core x 10 / messages a second = core-ms a message
+    return {
+        "published_per_s": round(rate, 1),
+        "supervisor_ms_per_message": round(supervisor * 10.0 / rate, 3),
     }
 
 

@@ -58,7 +58,10 @@ _decode_detection = msgspec.json.Decoder(_Detection)
 READ_INTERVAL_S = 0.1
 PIPE_BYTES = 1 << 20  # room for many intervals of output, so mosquitto_sub never waits on us
 SUBSCRIBE_TIMEOUT_S = 10.0
-SUBSCRIBER_ENV = "EDGED_BENCH_SUBSCRIBER"  # "paho": count in the bench process, as a fallback
+SUBSCRIBER_ENV = "EDGED_BENCH_SUBSCRIBER"
+# mosquitto's count of PUBLISH packets received since it started ($SYS, every `sys_interval`).
+BROKER_RECEIVED = "$SYS/broker/publish/messages/received"
+_BROKER_RECEIVED = BROKER_RECEIVED.encode()  # "paho": count in the bench process, as a fallback
 
 _noted: set[str] = set()  # what was said once on stderr
 
@@ -80,10 +83,19 @@ class Counter:
         self.bad_lines = 0  # messages or output lines that could not be read, skipped
         base = f"{PREFIX}/{NODE}"
         self._health_topic = f"{base}/health".encode()
-        self._topics = (f"{base}/+/detections", f"{base}/health")
+        # What the broker has received in all (the bench's mosquitto says so every second,
+        # `bench_broker`): the messages the daemon publishes, events and retained state too.
+        self.broker_received: list[tuple[float, int]] = []  # (received at, PUBLISHes so far)
+        self._topics = (f"{base}/+/detections", f"{base}/health", BROKER_RECEIVED)
 
     def _take(self, now: float, topic: bytes, payload: bytes | bytearray) -> None:
         """One message received at `now` (unix seconds); the caller holds `_lock`."""
+        if topic == _BROKER_RECEIVED:
+            try:
+                self.broker_received.append((now, int(payload)))
+            except ValueError:
+                self.bad_lines += 1
+            return
         if topic == self._health_topic:
             try:
                 health = msgspec.json.decode(payload)

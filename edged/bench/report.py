@@ -140,6 +140,14 @@ def table(doc: dict[str, Any]) -> str:
             f"{_f(o['subscriber'], 2)} = {_f(o['total'], 2)}"
         )
     for run in doc["runs"]:
+        if run.get("supervisor_ms_per_message") is None:
+            continue
+        out.append(
+            f"  {run['streams']} stream(s) {run['mode']:<10}: supervisor "
+            f"{_f(run['supervisor_ms_per_message'], 3)} core-ms a MQTT message published "
+            f"({_f(run['published_per_s'])} messages/s: detections, events, retained state)"
+        )
+    for run in doc["runs"]:
         if run["mode"] == "half-load":
             verdict = "ok" if run["latency_ok"] else "OVER"
             out.append(
@@ -182,7 +190,9 @@ def summary(doc: dict[str, Any]) -> str:
         f"{each([_f(r['ratio'], 3) for r in saturation])}; host overhead "
         f"{each([_f(r.get('overhead_ms', {}).get('total'), 2) for r in saturation])} core-ms a "
         f"frame; supervisor {each([_f(r['cpu_pct'].get('supervisor')) for r in saturation])} % "
-        f"of a core; others {each([_f(r['others_pct'], 0) for r in saturation])} %"
+        f"of a core, {each([_f(r.get('supervisor_ms_per_message'), 3) for r in saturation])} "
+        f"core-ms a message at {each([_f(r.get('published_per_s')) for r in saturation])} "
+        f"messages/s; others {each([_f(r['others_pct'], 0) for r in saturation])} %"
     )
     cap = doc.get("capacity")
     if cap:

@@ -91,6 +91,9 @@ class RunResult:
     # CPU seconds each worker spent in the window standing in for its device (DeviceClock);
     # part of its cpu_pct. Only workers the clock knows.
     stand_in_cpu_s: dict[str, float] = field(default_factory=dict)
+    # MQTT messages the daemon published a second in the window (detections, events, retained
+    # state), from the broker's own count; None with a broker that does not say (--broker).
+    published_per_s: float | None = None
 
 
 def config_text(plan: RunPlan, state_dir: Path) -> str:
@@ -344,6 +347,7 @@ def run_daemon(
         with counter._lock:
             per_stream = {k: StreamCount(**vars(v)) for k, v in counter.per_stream.items()}
             latency = list(counter.latency_ms)
+            published = _rate_between(counter.broker_received, start, end)
         frames = sum(c.messages for c in per_stream.values())
         busy = (_busy(machine1) - _busy(machine0)) / wall * 100.0
         health = dict(counter.health)
@@ -372,12 +376,23 @@ def run_daemon(
             health=health,
             pids=pids,
             stand_in_cpu_s=stand_in,
+            published_per_s=published,
         )
     finally:
         counter.close()
         code = daemon.stop()
         if code not in (0, None):
             progress(f"{label}: edged exited with {code}")
+
+
+def _rate_between(samples: list[tuple[float, int]], start: float, end: float) -> float | None:
+    """Growth a second of a counter read now and then (time, value), between its first and its
+    last reading inside [start, end]; None with fewer than two readings there."""
+    inside = [(t, v) for t, v in samples if start <= t <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    (t0, v0), (t1, v1) = inside[0], inside[-1]
+    return (v1 - v0) / (t1 - t0)
 
 
 def _in_window(first: tuple[float, float], last: tuple[float, float], wall: float) -> float:
