@@ -43,6 +43,7 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     assert "decode reference, same run" in done.stdout and "OpenCV read" in done.stdout, done.stdout
     assert "host overhead per frame" in done.stdout, done.stdout
     assert "summary, 1 stream(s) at saturation: ratio to the limit" in done.stdout, done.stdout
+    assert "core-ms a MQTT message published" in done.stdout, done.stdout
 
     doc = json.loads(out.read_text())
     assert doc["machine"]["cores"] >= 1
@@ -74,6 +75,11 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
         assert abs(o["total"] - parts_sum) < 0.01, o
         cpu = run["cpu_pct"]
         assert abs(o["supervisor"] - cpu["supervisor"] * 10 / run["fps"]) < 0.01, (o, cpu)
+        # What the supervisor published, counted by the broker: at least every detections
+        # message (the broker's count is read once a second, so a little off the window).
+        assert run["published_per_s"] >= 0.8 * run["fps"], run
+        per_message = cpu["supervisor"] * 10 / run["published_per_s"]
+        assert abs(run["supervisor_ms_per_message"] - per_message) < 0.001, run
         # CPU clocks tick in 10 ms: a quiet process may show none in a short window
         assert o["supervisor"] >= 0 and o["broker"] >= 0 and o["subscriber"] >= 0, o
         assert run["limit_fps"] > 0
