@@ -26,9 +26,11 @@ import msgspec
 
 from edged.protocol import HEADER, MAX_MESSAGE, Down, down_decoder, frame
 
-# How long held messages wait to be written together (seconds). 30 ms against the 50-100 ms a
-# result already waits at saturation; it gathers two or three results at 100 frames/s.
-HOLD_S = 0.03
+# How long held messages wait to be written together (seconds): against the 70-110 ms a result
+# already waits at saturation, it gathers about six at 100 frames/s. Measured on the 2-core box,
+# 2 and 4 streams, alternating runs: 30 ms left the supervisor 0.26-0.27 core-ms a message
+# published, 60 ms 0.20-0.25 (docs/performance.md).
+HOLD_S = 0.06
 
 
 class ChannelClosed(Exception):
