@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-# How long the inference loops must have found a frame waiting every time before the worker
-# counts as behind (`behind`): a saturated worker, not two frames that happened to coincide.
+# How long the worker counts as behind after a stream's frame found its slot taken (`behind`).
 BEHIND_S = 0.5
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class FrameBoard:
         # insertion order = offer order: the oldest waiting frame is served first
         self._waiting: dict[str, FramePacket] = {}
         self._closed = False
-        self._idle_at = time.monotonic()  # when an inference loop last found nothing to take
+        self._full_at = -BEHIND_S  # when a frame last found its stream's slot taken (monotonic)
 
     def offer(self, packet: FramePacket, *, wait: bool) -> FramePacket | None:
         """Put a frame in its stream's slot; return the frame it replaced, if any.
@@ -61,6 +60,8 @@ class FrameBoard:
         """
         name = packet.source.name
         with self._lock:
+            if name in self._waiting:
+                self._full_at = time.monotonic()
             if wait and name in self._waiting and not self._closed:
                 slot = self._slot_free.get(name)
                 if slot is None:
@@ -77,7 +78,6 @@ class FrameBoard:
         """The oldest waiting frame, or None after `timeout` seconds without one."""
         with self._lock:
             if not self._waiting and not self._closed:
-                self._idle_at = time.monotonic()
                 self._frame_ready.wait(timeout)
             if not self._waiting:
                 return None
@@ -87,11 +87,11 @@ class FrameBoard:
             return packet
 
     def behind(self) -> bool:
-        """The worker is not keeping up: no inference loop has found the board empty for
-        `BEHIND_S`, and a frame waits now. (Two frames arriving together at half load make one
-        wait a moment; that is not being behind.) A hint, read without the lock."""
-        return bool(self._waiting) and time.monotonic() - self._idle_at > BEHIND_S
-
+        """The worker is not keeping up: within the last `BEHIND_S` a stream's next frame found
+        its previous one still waiting (a file waited for its slot, a camera's frame was
+        replaced), and a frame waits now. Two streams' frames arriving together at half load
+        do not count: each finds its own slot empty. A hint, read without the lock."""
+        return bool(self._waiting) and time.monotonic() - self._full_at < BEHIND_S
     def discard(self, name: str) -> FramePacket | None:
         """Remove a stream's waiting frame (the stream is stopping)."""
         with self._lock:

@@ -5,7 +5,7 @@ serialised by a lock. If the supervisor dies the socket reads EOF and the worker
 outlives its supervisor.
 
 Two ways to send. `send` writes at once (with whatever is held, first, so order is kept).
-`send_held` is for results while the worker is behind (frames wait for inference): they are held
+`send_held` is for results while the worker is behind (`FrameBoard.behind`): they are held
 and written together, `HOLD_S` after the first of them, by whichever comes first: any `send`, a
 `send_held` that finds the time passed, or `flush` (the inference loops call it every iteration
 and wait no longer than `due_in()` for a frame). At saturation results are late anyway (tens of

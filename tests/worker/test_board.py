@@ -127,21 +127,32 @@ def test_an_offer_wakes_an_idle_inference_loop() -> None:
     assert sorted(p.source.name for p in got if p) == ["a", "b"]
 
 
-def test_behind_only_after_the_loops_found_work_waiting_for_a_while() -> None:
+def test_behind_while_frames_find_their_stream_slot_taken() -> None:
     board = FrameBoard()
-    assert board.take(0) is None  # an inference loop found the board empty: keeping up
     board.offer(packet("a", 1), wait=False)
-    assert not board.behind()  # a frame waits, but the loops were idle a moment ago
-    started = time.monotonic()
-    while time.monotonic() - started <= BEHIND_S:  # the loops stay busy: frames always wait
-        assert board.take(0) is not None
-        board.offer(packet("a", 2), wait=False)
-    assert board.behind()
-    assert board.take(0) is not None
-    assert not board.behind()  # nothing waits
-    board.offer(packet("a", 3), wait=False)
-    assert board.behind()
-    assert board.take(0) is not None
-    assert board.take(0) is None  # a loop finds nothing: it keeps up again
-    board.offer(packet("a", 4), wait=False)
+    board.offer(packet("b", 1), wait=False)
+    # Two streams' frames waiting together is not being behind: each had its slot free.
     assert not board.behind()
+    board.offer(packet("a", 2), wait=False)  # a's frame 1 was not taken in time: replaced
+    assert board.behind()
+    assert board.take(0) is not None and board.take(0) is not None
+    assert not board.behind()  # nothing waits: the next result goes at once
+    board.offer(packet("a", 3), wait=False)
+    assert board.behind()  # still within BEHIND_S of the replacement
+    assert board.take(0) is not None
+    started = time.monotonic()
+    while time.monotonic() - started <= BEHIND_S:  # keeping up: every slot found free
+        board.offer(packet("a", 4), wait=False)
+        assert board.take(0) is not None
+    board.offer(packet("a", 5), wait=False)
+    assert not board.behind()
+
+
+def test_a_file_waiting_for_its_slot_makes_the_worker_behind() -> None:
+    board = FrameBoard()
+    board.offer(packet("f", 1), wait=True)
+    taker = threading.Timer(0.05, lambda: board.take(0))
+    taker.start()
+    board.offer(packet("f", 2), wait=True)  # waits until frame 1 is taken
+    taker.join()
+    assert board.behind()
