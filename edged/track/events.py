@@ -149,11 +149,13 @@ class StreamEvents:
         assert self._regions is not None
         seen = [tr for tr in frame.tracks if tr.seen_now]
         containment = self._regions.containment([tr.anchor for tr in seen])
+        objects = self._objects
         for k, tr in enumerate(seen):
-            obj = self._objects.setdefault(tr.id, _Object())
+            obj = objects.get(tr.id) or objects.setdefault(tr.id, _Object())
             self._observe(tr, obj, ts, image, size, [c[k] for c in containment], out)
         for tr in frame.tracks:
-            obj = self._objects.setdefault(tr.id, _Object())
+            # get() first: an _Object made only to be thrown away costs more than the lookup.
+            obj = objects.get(tr.id) or objects.setdefault(tr.id, _Object())
             if not tr.confirmed:
                 continue
             if tr.stationary and not obj.stationary_sent:
@@ -182,17 +184,20 @@ class StreamEvents:
         in_zones: list[bool],
         out: list[Up],
     ) -> None:
-        assert self._regions is not None
+        regions = self._regions
+        assert regions is not None
         if tr.score >= obj.best_score:
             obj.best_score, obj.best_box = tr.score, tr.box
-        for change in self._regions.zone_changes(obj.regions, tr.label, in_zones, ts):
-            obj.changes.add("loitering" if change.loitering else "zone")
-        for crossing in self._regions.crossings(obj.regions, tr.label, tr.anchor, ts):
-            obj.lines.append(LineCrossed(crossing.line, crossing.direction.value, ts))
-            obj.changes.add("line")
-            out.append(
-                Crossing(self.config.name, crossing.line, tr.label, crossing.direction.value, ts)
-            )
+        if regions.zones:
+            for change in regions.zone_changes(obj.regions, tr.label, in_zones, ts):
+                obj.changes.add("loitering" if change.loitering else "zone")
+        if regions.lines:
+            for crossing in regions.crossings(obj.regions, tr.label, tr.anchor, ts):
+                obj.lines.append(LineCrossed(crossing.line, crossing.direction.value, ts))
+                obj.changes.add("line")
+                out.append(Crossing(
+                    self.config.name, crossing.line, tr.label, crossing.direction.value, ts
+                ))
         mode = self.config.tracking.snapshot
         if mode != "off":
             q = snapshots.quality(tr.score, tr.box, size)

@@ -153,14 +153,18 @@ class Tracker:
         matched_high = {m[1] for m in matches}
         # 2. weak detections against the tracks seen last frame and still unmatched
         recent = np.array(
-            [i for i in all_tracks if i not in matched_tracks and was_seen[i]], dtype=int
+            [i for i in range(len(self._tracks)) if i not in matched_tracks and was_seen[i]],
+            dtype=int,
         )
         cost = self._cost(predicted, boxes, recent, low, track_labels, det_labels)
         for r, c in _assign(cost, 1.0 - LOW_STAGE_IOU):
             matches.append((int(recent[r]), int(low[c])))
 
+        # Python floats once for the whole frame: indexing numpy element by element costs more.
+        box_rows: list[list[float]] = boxes.tolist()
+        score_list: list[float] = scores.tolist()
         for ti, di in matches:
-            self._observe(self._tracks[ti], boxes[di], float(scores[di]), labels[di], t)
+            self._observe(self._tracks[ti], box_rows[di], score_list[di], labels[di], t)
         if matches:
             rows = np.array([m[0] for m in matches])
             self._filter.update(rows, boxes[[m[1] for m in matches]])
@@ -172,15 +176,15 @@ class Tracker:
         if fresh:
             self._filter.add(boxes[fresh])
             for di in fresh:
-                box = boxes[di]
+                box = box_rows[di]
                 tr = Track(
                     id=next(self._ids),
                     label=labels[di],
                     first_seen=t,
                     last_seen=t,
-                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                    score=float(scores[di]),
-                    best_score=float(scores[di]),
+                    box=(box[0], box[1], box[2], box[3]),
+                    score=score_list[di],
+                    best_score=score_list[di],
                     still_since=t,
                 )
                 tr.still_at = _centre(tr.box)
@@ -214,9 +218,9 @@ class Tracker:
         cost[differ] += LABEL_CHANGE_COST
         return cost
 
-    def _observe(self, tr: Track, box: np.ndarray, score: float, label: str, t: float) -> None:
+    def _observe(self, tr: Track, box: list[float], score: float, label: str, t: float) -> None:
         cfg = self.config
-        tr.box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        tr.box = (box[0], box[1], box[2], box[3])
         tr.score = score
         tr.best_score = max(tr.best_score, score)
         tr.hits += 1
