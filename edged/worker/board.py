@@ -3,7 +3,9 @@
 Runs in a worker process. Nothing queues without bound: a stream holds at most one decoded frame
 waiting for the detector. A live source that outpaces the detector replaces its waiting frame (the
 replaced one is counted as dropped); a file read "as fast as it decodes" waits for its slot instead,
-so no decode work is wasted. Streams are served oldest-offer first, which keeps them fair.
+so no decode work is wasted. Streams are served oldest-offer first, which keeps them fair. A
+frame that finds its stream's previous one still waiting also says the worker is behind
+(`behind`): the inference loops then hold their results a moment (edged/worker/channel.py).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class FrameBoard:
         replaced), and a frame waits now. Two streams' frames arriving together at half load
         do not count: each finds its own slot empty. A hint, read without the lock."""
         return bool(self._waiting) and time.monotonic() - self._full_at < BEHIND_S
+
     def discard(self, name: str) -> FramePacket | None:
         """Remove a stream's waiting frame (the stream is stopping)."""
         with self._lock:

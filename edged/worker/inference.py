@@ -5,7 +5,9 @@ the supervisor's heartbeat deadline watches: they send the heartbeats themselves
 every loop shows progress, so a wedged inference stops the heartbeats and gets the worker
 replaced. An exception in one frame is logged and counted, not fatal. With a worker `batch` above
 1 a loop runs the frames other streams have waiting at that moment as one inference (it never
-waits to fill a batch: latency first).
+waits to fill a batch: latency first). Results go up the pipe as soon as they exist, except
+while the worker is behind (`FrameBoard.behind`): then a frame's result and events are held and
+written with the next ones (`WorkerChannel.send_held`, at most 60 ms).
 """
 
 from __future__ import annotations
