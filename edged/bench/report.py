@@ -51,6 +51,22 @@ def _f(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _run_figures(
+    run: dict[str, Any],
+) -> tuple[dict[str, float], float, float, dict[str, float | None]]:
+    """What both tables print of a run: CPU % by process, the workers' total, the RSS total
+    (MB) and the latency percentiles."""
+    cpu = run["cpu_pct"]
+    workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+    rss = sum(v for v in run["rss_mb"].values() if not math.isnan(v))
+    return cpu, workers, rss, run["latency_ms"]
+
+
+def _each(values: list[str]) -> str:
+    """One figure per run, in order, as the summary lines print them: '0.892 / 0.890'."""
+    return " / ".join(values)
+
+
 def table(doc: dict[str, Any]) -> str:
     """The human summary of a bench document (what `edged bench` prints)."""
     out: list[str] = []
@@ -103,10 +119,7 @@ def table(doc: dict[str, Any]) -> str:
     out.append(head)
     out.append("-" * len(head))
     for run in doc["runs"]:
-        cpu = run["cpu_pct"]
-        workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
-        rss = sum(v for v in run["rss_mb"].values() if not math.isnan(v))
-        lat = run["latency_ms"]
+        cpu, workers, rss, lat = _run_figures(run)
         out.append(
             f"{run['streams']:>7} {run['mode']:<10} {_f(run['limit_fps']):>8} "
             f"{_f(run['fps']):>8} {_f(run['ratio'], 3):>6} {_f(lat['p50']):>7} "
@@ -182,17 +195,14 @@ def summary(doc: dict[str, Any]) -> str:
     saturation = [r for r in doc["runs"] if r["mode"] == "saturation"]
     counts = "/".join(str(r["streams"]) for r in saturation)
 
-    def each(values: list[str]) -> str:
-        return " / ".join(values)
-
     line = (
         f"summary, {counts} stream(s) at saturation: ratio to the limit "
-        f"{each([_f(r['ratio'], 3) for r in saturation])}; host overhead "
-        f"{each([_f(r.get('overhead_ms', {}).get('total'), 2) for r in saturation])} core-ms a "
-        f"frame; supervisor {each([_f(r['cpu_pct'].get('supervisor')) for r in saturation])} % "
-        f"of a core, {each([_f(r.get('supervisor_ms_per_message'), 3) for r in saturation])} "
-        f"core-ms a message at {each([_f(r.get('published_per_s')) for r in saturation])} "
-        f"messages/s; others {each([_f(r['others_pct'], 0) for r in saturation])} %"
+        f"{_each([_f(r['ratio'], 3) for r in saturation])}; host overhead "
+        f"{_each([_f(r.get('overhead_ms', {}).get('total'), 2) for r in saturation])} core-ms a "
+        f"frame; supervisor {_each([_f(r['cpu_pct'].get('supervisor')) for r in saturation])} % "
+        f"of a core, {_each([_f(r.get('supervisor_ms_per_message'), 3) for r in saturation])} "
+        f"core-ms a message at {_each([_f(r.get('published_per_s')) for r in saturation])} "
+        f"messages/s; others {_each([_f(r['others_pct'], 0) for r in saturation])} %"
     )
     cap = doc.get("capacity")
     if cap:
@@ -241,11 +251,8 @@ def ascend_table(doc: dict[str, Any]) -> str:
     out.append(head)
     out.append("-" * len(head))
     for run in doc["runs"]:
-        cpu = run["cpu_pct"]
-        workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+        cpu, workers, rss, lat = _run_figures(run)
         device = sum(run["stand_in_cpu_pct"].values()) if run["emulated"] else None
-        rss = sum(v for v in run["rss_mb"].values() if not math.isnan(v))
-        lat = run["latency_ms"]
         out.append(
             f"{run['streams']:>7} {run['mode']:<10} {_f(run['fps']):>8} {_f(lat['p50']):>7} "
             f"{_f(lat['p95']):>7} {_f(lat['p99']):>7} {_f(cpu.get('supervisor')):>6} "
@@ -304,17 +311,14 @@ def ascend_summary(doc: dict[str, Any]) -> str:
     runs = doc["runs"]
     counts = "/".join(str(r["streams"]) for r in runs)
 
-    def each(values: list[str]) -> str:
-        return " / ".join(values)
-
     left_out = " (emulated device left out)" if doc["acl"]["kind"] == "emulator" else ""
     return (
         f"summary, ascend, {counts} stream(s) at saturation: "
-        f"{each([_f(r['fps']) for r in runs])} frames/s; host CPU "
-        f"{each([_f(r['host_cpu_ms']['total'], 2) for r in runs])} core-ms a frame, worker "
-        f"{each([_f(r['host_cpu_ms']['worker'], 2) for r in runs])}{left_out}; supervisor "
-        f"{each([_f(r['cpu_pct'].get('supervisor')) for r in runs])} % of a core; others "
-        f"{each([_f(r['others_pct'], 0) for r in runs])} %"
+        f"{_each([_f(r['fps']) for r in runs])} frames/s; host CPU "
+        f"{_each([_f(r['host_cpu_ms']['total'], 2) for r in runs])} core-ms a frame, worker "
+        f"{_each([_f(r['host_cpu_ms']['worker'], 2) for r in runs])}{left_out}; supervisor "
+        f"{_each([_f(r['cpu_pct'].get('supervisor')) for r in runs])} % of a core; others "
+        f"{_each([_f(r['others_pct'], 0) for r in runs])} %"
     )
 
 

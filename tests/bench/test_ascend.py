@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +14,7 @@ import pytest
 from edged.bench import ascend, report
 from edged.cli import main
 from tests.support.acl_emulator import emulator_env
+from tests.support.bench import run_bench
 
 
 def test_ascend_bench_leaves_the_emulated_device_out_of_the_host_cpu(
@@ -25,33 +24,10 @@ def test_ascend_bench_leaves_the_emulated_device_out_of_the_host_cpu(
     out = tmp_path / "out.json"
     env = emulator_env(acl_dir)  # the emulator on PYTHONPATH, strict mode
     env["EDGED_TEST_ASSETS"] = str(assets)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edged",
-            "bench",
-            "--backend",
-            "ascend",
-            "--model",
-            str(om),
-            "--streams",
-            "1",
-            "--duration",
-            "4",
-            "--warmup",
-            "1",
-            "--json",
-            str(out),
-            "--quiet",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        tmp_path, env, "--backend", "ascend", "--model", str(om), "--streams", "1",
+        "--duration", "4", "--warmup", "1", "--json", str(out), "--quiet",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout)
     assert "acl: the pyACL emulator (strict mode, ACL_HOST, Ascend310)" in done.stdout, done.stdout
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("ascend host CPU per frame:")]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.bench import run_bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -14,29 +14,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> None:
     out = tmp_path / "out.json"
     env = dict(os.environ, EDGED_TEST_ASSETS=str(assets))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edged",
-            "bench",
-            "--streams",
-            "1",
-            "--duration",
-            "5",
-            "--warmup",
-            "2",
-            "--json",
-            str(out),
-            "--quiet",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        tmp_path, env, "--streams", "1", "--duration", "5", "--warmup", "2", "--json", str(out),
+        "--quiet",
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     assert "frames/s" in done.stdout and "ratio" in done.stdout, done.stdout
     # The lines a closing note quotes: the default config, the reference, the overhead.
     assert "the default config" in done.stdout, done.stdout
