@@ -129,6 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
     from edged.bench.tracking import time_tracking
     from edged.config import auto
     from edged.config.model import StreamConfig, WorkerConfig
+    from edged.worker.scheduling import opencv_in_caller_thread
 
     if args.backend == "ascend":
         from edged.bench import ascend
@@ -159,6 +160,8 @@ def _bench(args: argparse.Namespace) -> int:
     # figure kept: on a shared box a disturbance can only make a part look dearer, and a dearer
     # part would raise the limit's cost and flatter the ratio.
     worker = WorkerConfig(name="bench", model=model, threads=threads)
+    # As a worker runs OpenCV: in the calling thread, no pool (edged/worker/scheduling.py).
+    opencv_in_caller_thread()
     rounds: list[tuple[list[DecodeCost], list[ReferenceCost], InferCost]] = []
     samples: list[Any] = []
     for r in range(PARTS_ROUNDS):

@@ -35,6 +35,7 @@ from edged.protocol import (
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
 from edged.worker.runtime import WorkerRuntime
+from edged.worker.scheduling import opencv_in_caller_thread
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,7 @@ def _setup_process(name: str, level: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGABRT from the supervisor's hang escalation prints every thread's stack to the log.
     faulthandler.enable()
+    opencv_in_caller_thread()
 
 
 def _serve(spec, channel: WorkerChannel) -> int:  # type: ignore[no-untyped-def]

@@ -1,7 +1,10 @@
-"""How the worker's decode threads are scheduled by the kernel.
+"""How the worker's threads share the cores: the kernel's scheduling of the decode threads, and
+OpenCV kept to the thread that calls it.
 
-Runs in a worker process, called first thing by each decode thread. Failing changes nothing but
-speed, so it never raises; a refusal (EPERM: a seccomp filter such as systemd's
+Runs in a worker process: `batch_scheduling` first thing in each decode thread,
+`opencv_in_caller_thread` once at the worker's start (the bench's part measurements call it too,
+so the limit is measured the way the worker runs). Failing changes nothing but speed, so neither
+raises; a refusal (EPERM: a seccomp filter such as systemd's
 SystemCallFilter=~@resources without `sched_setscheduler` allowed back) is logged once per
 process at warning, because the latency and capacity figures of docs/performance.md assume it.
 """
@@ -12,6 +15,7 @@ import errno
 import os
 import threading
 
+import cv2
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -51,3 +55,17 @@ def batch_scheduling() -> bool:
             )
         return False
     return True
+
+
+def opencv_in_caller_thread() -> None:
+    """Make OpenCV run every call in the calling thread, without its own thread pool.
+
+    A worker's parallelism is explicit: a thread per stream for decode + letterbox, one
+    inference loop per core. OpenCV's default pool (a thread per core, process-wide) splits each
+    small letterbox resize across threads that spin while waiting for work, on cores the
+    inference loops already fill. Measured here (docs/performance.md), the letterbox of a 720p
+    frame to 416x416: 0.48-0.56 core-ms with the pool (0.30 ms wall) against 0.28 in the caller
+    alone (0.28 ms wall): the pool doubled the CPU and saved no time. Process-wide; the worker
+    calls it once before any stream starts.
+    """
+    cv2.setNumThreads(0)

@@ -82,3 +82,43 @@ def test_a_refused_call_is_logged_once_at_warning() -> None:
     assert warnings[0]["level"] == "warning"
     assert warnings[0]["error"] == "Operation not permitted"
     assert "sched_setscheduler" in warnings[0]["event"]
+
+
+# The child: letterbox 720p frames through the worker's own preprocess and report how many
+# threads the process runs before and after; with the worker's OpenCV setting or without.
+_LETTERBOX_CHILD = r"""
+import json, os, sys
+import av, cv2, numpy as np
+from edged.backends.host_media import HostPreprocess
+from edged.worker.scheduling import opencv_in_caller_thread
+if sys.argv[1] == "worker":
+    opencv_in_caller_thread()
+frame = av.VideoFrame.from_ndarray(
+    np.random.default_rng(1).integers(0, 255, (720, 1280, 3), np.uint8), format="bgr24"
+).reformat(format="yuv420p")
+preprocess = HostPreprocess((416, 416))
+before = len(os.listdir("/proc/self/task"))
+for _ in range(20):
+    preprocess.release(preprocess.prepare(frame))
+print(json.dumps({"before": before, "after": len(os.listdir("/proc/self/task")),
+                  "cpus": cv2.getNumberOfCPUs()}))
+"""
+
+
+def _letterbox_threads(mode: str) -> dict[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _LETTERBOX_CHILD, mode],
+        capture_output=True, text=True, timeout=60, cwd=REPO, check=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_worker_letterboxes_without_opencv_pool_threads() -> None:
+    """A worker's letterbox runs in the stream's own thread: OpenCV starts no pool of threads
+    that would spin on cores the inference loops fill (scheduling.opencv_in_caller_thread)."""
+    worker = _letterbox_threads("worker")
+    assert worker["after"] == worker["before"], worker
+    default = _letterbox_threads("default")
+    if default["cpus"] > 1:
+        # The same frames with OpenCV's default do start its pool: the check above can fail.
+        assert default["after"] > default["before"], default
