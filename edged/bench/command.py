@@ -260,9 +260,11 @@ def _bench(args: argparse.Namespace) -> int:
                 result = run.run_daemon(
                     workdir / f"sat-{n}", plan, progress, broker_process=broker_process
                 )
-                doc["runs"].append(
-                    _run_doc(result, "saturation", plan, limit.fps, limit.work_ms, decoder(n))
+                entry = _run_doc(
+                    result, "saturation", plan, limit.fps, limit.work_ms, decoder(n)
                 )
+                entry["in_place_ms"] = _in_place_ms(result, limit.decode_ms, infer)
+                doc["runs"].append(entry)
                 if not args.no_half_load:
                     d = _half_load_detect_fps(n_cores, used, infer)
                     plan = plan_for(n, realtime=True, detect_fps=d)
@@ -383,6 +385,30 @@ def _overhead_ms(result: Any, work_pct: float) -> dict[str, float | None]:
     }
     out["total"] = round(sum(known), 3) if len(known) == len(figures) else None
     return out
+
+
+def _in_place_ms(result: Any, decode_ms: float, infer: InferCost) -> dict[str, float] | None:
+    """The workers' CPU a frame at saturation by thread role, core-ms, beside what the same work
+    cost measured alone: where the worker's host overhead sits. A source thread decodes and
+    letterboxes (alone: decode + letterbox); an inference loop infers and decodes boxes (alone:
+    inference + boxes/NMS), then tracks and writes results, which have no figure alone. `other`
+    is the rest of the workers' CPU: their main and metrics threads, and threads that ended in
+    the window (a looping file's FFmpeg decoder threads, when a stream has several). None
+    where the kernel did not show the threads."""
+    threads = result.thread_cpu_s
+    if result.frames <= 0 or not threads:
+        return None
+    workers_s = sum(v for k, v in result.cpu_pct.items() if k.startswith("worker")) / 100.0
+    workers_s *= result.seconds
+    sources, inference = threads.get("src", 0.0), threads.get("infer", 0.0)
+    per_frame = 1000.0 / result.frames
+    return {
+        "sources": round(sources * per_frame, 3),
+        "sources_alone": round(decode_ms + infer.pre_cpu_ms, 3),
+        "inference_loops": round(inference * per_frame, 3),
+        "inference_alone": round(infer.infer_cpu_ms + infer.post_cpu_ms, 3),
+        "other": round((workers_s - sources - inference) * per_frame, 3),
+    }
 
 
 def _work_pct(result: Any, plan: Any, work_ms: float) -> float:

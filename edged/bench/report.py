@@ -153,6 +153,17 @@ def table(doc: dict[str, Any]) -> str:
             f"{_f(o['subscriber'], 2)} = {_f(o['total'], 2)}"
         )
     for run in doc["runs"]:
+        w = run.get("in_place_ms")
+        if not w:
+            continue
+        out.append(
+            f"  {run['streams']} stream(s) {run['mode']:<10}: worker threads, in place (alone): "
+            f"sources {_f(w['sources'], 2)} ({_f(w['sources_alone'], 2)} decode + letterbox), "
+            f"inference loops {_f(w['inference_loops'], 2)} ({_f(w['inference_alone'], 2)} "
+            f"inference + boxes/NMS; tracking and results have no figure alone), other "
+            f"{_f(w['other'], 2)} (main thread, threads that ended in the window)"
+        )
+    for run in doc["runs"]:
         if run.get("supervisor_ms_per_message") is None:
             continue
         out.append(

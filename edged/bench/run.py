@@ -32,6 +32,7 @@ import psutil
 from edged.bench.counter import NODE, PREFIX, StreamCount, open_counter
 from edged.stats import percentiles
 from edged.urls import split
+from edged.worker.scheduling import FFMPEG_THREAD_PREFIX, ThreadRole
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class RunResult:
     # MQTT messages the daemon published a second in the window (detections, events, retained
     # state), from the broker's own count; None with a broker that does not say (--broker).
     published_per_s: float | None = None
+    # CPU seconds the workers' threads spent in the window, by the role in their names
+    # (`edged.worker.scheduling.ThreadRole` values; "other" for unnamed threads), threads that
+    # ended in the window left out (`cpu_by_role`). Empty where the kernel does not show threads.
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def config_text(plan: RunPlan, state_dir: Path) -> str:
@@ -151,6 +156,48 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
             return float("nan")
         total += float(t.user + t.system)
     return total
+
+
+def thread_cpu(pids: Sequence[int]) -> dict[int, tuple[str, float]]:
+    """Each thread of the processes: thread id -> (its role, CPU seconds so far). The role is
+    the start of the thread's name (`src:door` -> "src"; FFmpeg's own decoder threads, `av:...`,
+    decode for a source: "src"); a thread without a role in its name has "other". A process or
+    thread that ends while it is read is left out; not Linux: empty."""
+    roles = {role.value for role in ThreadRole}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[int, tuple[str, float]] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    stat = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            # pid (comm) state ... : comm may hold spaces and parentheses, so cut at the last ')'.
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            role = comm.split(":", 1)[0]
+            if role == FFMPEG_THREAD_PREFIX:
+                role = ThreadRole.SOURCE.value
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            out[int(tid)] = (role if role in roles else "other", cpu)
+    return out
+
+
+def cpu_by_role(
+    first: Mapping[int, tuple[str, float]], last: Mapping[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds by role between two `thread_cpu` readings, of the threads alive at the
+    second (one started in between counts from zero). A thread that ended in between is
+    missing: its CPU is only in its process's total."""
+    out: dict[str, float] = {}
+    for tid, (role, cpu) in last.items():
+        out[role] = out.get(role, 0.0) + cpu - first.get(tid, (role, 0.0))[1]
+    return out
 
 
 def _rss_mb(processes: Sequence[psutil.Process]) -> float:
@@ -320,6 +367,7 @@ def run_daemon(
         machine0 = psutil.cpu_times()
         worker_pids = [p[0].pid for name, p in procs.items() if name.startswith("worker pid")]
         stand0 = device_clock.read(worker_pids) if device_clock is not None else {}
+        threads0 = thread_cpu(worker_pids)
         rss_peak: dict[str, float] = {}
         while time.time() < end:
             _sleep_until(min(end, time.time() + 1.0), daemon)
@@ -337,6 +385,7 @@ def run_daemon(
         cpu1 = {name: _cpu_seconds(p) for name, p in procs.items()}
         machine1 = psutil.cpu_times()
         stand1 = device_clock.read(worker_pids) if device_clock is not None else {}
+        threads1 = thread_cpu(worker_pids)
         counter.settle(end)  # what arrived before the window closed and is not counted yet
         counter.check()
         if counter.bad_lines:
@@ -377,6 +426,7 @@ def run_daemon(
             pids=pids,
             stand_in_cpu_s=stand_in,
             published_per_s=published,
+            thread_cpu_s=cpu_by_role(threads0, threads1),
         )
     finally:
         counter.close()

@@ -25,6 +25,7 @@ from edged.track.events import StreamEvents
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
+from edged.worker.scheduling import ThreadRole, name_thread
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +87,7 @@ class InferenceLoop:
         self._stop.set()
 
     def _run(self) -> None:
+        name_thread(ThreadRole.INFERENCE, str(self._index))
         while not self._stop.is_set():
             # Not longer than what the channel holds may wait (channel.py, `send_held`).
             packet = self._board.take(timeout=self._channel.due_in(0.25))

@@ -30,6 +30,7 @@ from edged.worker.board import FrameBoard
 from edged.worker.channel import ChannelClosed, WorkerChannel
 from edged.worker.detector import Detector
 from edged.worker.inference import InferenceLoop, Progress
+from edged.worker.scheduling import ThreadRole, name_thread
 from edged.worker.sources import StreamSource
 
 log = structlog.get_logger(__name__)
@@ -134,6 +135,7 @@ class WorkerRuntime:
             self._channel.send(StreamState(stream, status, reason, detail))
 
     def _report(self) -> None:
+        name_thread(ThreadRole.METRICS)
         while not self._stop.wait(self._spec.metrics_interval):
             sample = tuple(self._infer_ms)
             self._infer_ms.clear()

@@ -1,7 +1,7 @@
-"""How the worker's threads share the cores: the kernel's scheduling of the decode threads, and
-OpenCV kept to the thread that calls it.
+"""How the worker's threads share the cores: their names as the kernel shows them, the kernel's
+scheduling of the decode threads, and OpenCV kept to the thread that calls it.
 
-Runs in a worker process: `batch_scheduling` first thing in each decode thread,
+Runs in a worker process: `name_thread` and `batch_scheduling` first thing in each thread,
 `opencv_in_caller_thread` once at the worker's start (the bench's part measurements call it too,
 so the limit is measured the way the worker runs). Failing changes nothing but speed, so neither
 raises; a refusal (EPERM: a seccomp filter such as systemd's
@@ -11,6 +11,7 @@ process at warning, because the latency and capacity figures of docs/performance
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import threading
@@ -21,6 +22,37 @@ import structlog
 log = structlog.get_logger(__name__)
 
 _warned = threading.Event()
+
+# The kernel keeps a thread's name in 15 bytes (TASK_COMM_LEN 16 with the terminating NUL).
+COMM_LEN = 15
+
+
+class ThreadRole(enum.Enum):
+    """What a worker thread does, the first part of its kernel-visible name (`role:detail`).
+    Threads a library starts inherit the name of the thread that started them, so their CPU
+    counts with its role; FFmpeg names its own (`av:h264:df0`), and they decode for a source."""
+
+    SOURCE = "src"  # a stream's demux, decode and letterbox
+    INFERENCE = "infer"  # an inference loop: inference, boxes, tracking, events
+    METRICS = "metrics"
+
+
+# The prefix FFmpeg gives the threads it starts (frame and slice threads of a decoder).
+FFMPEG_THREAD_PREFIX = "av"
+
+
+def name_thread(role: ThreadRole, detail: str = "") -> None:
+    """Give the calling thread a kernel-visible name (`top -H`, `ps -L`, py-spy), such as
+    `src:door` or `infer:0`, cut to 15 bytes. `edged bench` reads the names to split a worker's
+    CPU between its sources and its inference loops. Elsewhere than Linux, or when refused:
+    nothing changes."""
+    name = f"{role.value}:{detail}" if detail else role.value
+    comm = name.encode("utf-8", "replace")[:COMM_LEN]
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "wb") as f:
+            f.write(comm)
+    except OSError:
+        pass
 
 
 def batch_scheduling() -> bool:

@@ -32,7 +32,7 @@ from edged.worker import failures
 from edged.worker.board import FrameBoard, FramePacket
 from edged.worker.failures import SourceFailure
 from edged.worker.ffmpeg_log import StreamLog
-from edged.worker.scheduling import batch_scheduling
+from edged.worker.scheduling import ThreadRole, batch_scheduling, name_thread
 
 if TYPE_CHECKING:
     from edged.backends.base import Backend, MediaPath
@@ -150,6 +150,7 @@ class StreamSource:
     # --- the source thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_thread(ThreadRole.SOURCE, self.name)
         batch_scheduling()
         # No jitter: a stream's phase (below) already spreads streams that start together.
         backoff = Backoff(self.config.reconnect_delay, MAX_BACKOFF_S, jitter=0.0)

@@ -91,6 +91,19 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     # At saturation every counted frame needed `work`: the rest of all our CPU is overhead.
     ours = sum(saturation["cpu_pct"].values()) * 10 / saturation["fps"]
     assert abs(saturation["overhead_ms"]["total"] - (ours - work)) < 0.01, saturation
+    # The worker's CPU a frame by thread role, from the names its threads carry: the inference
+    # loops did at least half their part alone; the source thread demuxed and letterboxed, and
+    # with it FFmpeg's decoder threads (a lone stream has several, restarted each time the file
+    # loops: those that ended in the window count in "other"); the rest of the worker is
+    # "other", so the roles add up to the worker's own CPU a frame.
+    w = saturation["in_place_ms"]
+    assert w["inference_loops"] > 0.5 * w["inference_alone"] > 0, w
+    assert w["sources"] > 0 and w["sources"] + w["other"] > 0.5 * w["sources_alone"], w
+    worker_ms = saturation["cpu_pct"]["worker cpu0"] * 10 / saturation["fps"]
+    roles = w["sources"] + w["inference_loops"] + w["other"]
+    assert abs(roles - worker_ms) < 0.01, (w, worker_ms)
+    assert "worker threads, in place (alone): sources" in done.stdout, done.stdout
+    assert "in_place_ms" not in half  # realtime: not every decoded frame is detected
     # Half load detects fewer frames than saturation asks for.
     assert half["detect_fps"] > 0 and half["realtime"] is True
     assert half["latency_budget_ms"] > infer["infer_wall_ms"]

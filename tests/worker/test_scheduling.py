@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from edged.worker.scheduling import batch_scheduling
+from edged.worker.scheduling import ThreadRole, batch_scheduling, name_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS, needed without CA
 assert lib.seccomp_load(ctx) == 0
 
 from edged.logs import configure_logging
-from edged.worker.scheduling import batch_scheduling
+from edged.worker.scheduling import ThreadRole, batch_scheduling, name_thread
 configure_logging("info", process="worker:test")
 results = []
 def decode():
@@ -122,3 +122,20 @@ def test_the_worker_letterboxes_without_opencv_pool_threads() -> None:
     if default["cpus"] > 1:
         # The same frames with OpenCV's default do start its pool: the check above can fail.
         assert default["after"] > default["before"], default
+
+
+def test_a_named_thread_shows_its_role_and_name_to_the_kernel() -> None:
+    """`top -H` and `edged bench` see `role:detail`, cut to the kernel's 15 bytes; the thread
+    that named itself is the only one renamed."""
+    seen: dict[str, str] = {}
+
+    def source() -> None:
+        name_thread(ThreadRole.SOURCE, "front-door-camera")
+        seen["comm"] = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text()
+
+    main_before = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text()
+    thread = threading.Thread(target=source)
+    thread.start()
+    thread.join(10)
+    assert seen["comm"] == "src:front-door-\n", seen
+    assert Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text() == main_before
