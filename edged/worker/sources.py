@@ -30,6 +30,7 @@ from edged.protocol import StreamReason, StreamStatus
 from edged.urls import redact_text, redact_url
 from edged.worker import failures
 from edged.worker.board import FrameBoard, FramePacket
+from edged.worker.disposable import DisposableFrames
 from edged.worker.failures import SourceFailure
 from edged.worker.ffmpeg_log import StreamLog
 from edged.worker.scheduling import ThreadRole, batch_scheduling, name_thread
@@ -120,6 +121,7 @@ class StreamSource:
         self.frames_in = 0
         self.frames_processed = 0
         self.frames_dropped = 0
+        self.frames_skipped = 0  # disposable frames left undecoded (disposable.py)
         self.decode_errors = 0
         self.reconnects = 0
         self.disconnects = 0
@@ -268,6 +270,11 @@ class StreamSource:
     ) -> Outcome | None:
         last_frame = time.monotonic()
         packets = container.demux()  # every stream: audio packets also prove the source alive
+        codec = video.codec_context
+        disposable = DisposableFrames(codec.name, codec.extradata)
+        # A disposable picture is displayed up to `has_b_frames` frames from where it is
+        # decoded: skip only those that end before the next wanted frame by that much.
+        skip_margin = 1 + max(0, codec.has_b_frames)
         while not self._stop.is_set():
             config = self.config
             timeout = min(config.read_timeout, config.stall_timeout)  # what open_container set
@@ -290,6 +297,17 @@ class StreamSource:
                 raise SourceFailure(StreamReason.STALLED, f"no data for {waited:.1f} s")
             if packet.stream.index != video.index:
                 frames: list[Any] = []
+            elif (
+                disposable.applies
+                and config.detect_fps > 0
+                and (clock.index + skip_margin) / clock.fps < clock.next_detect
+                and disposable.disposable(bytes(packet))
+            ):
+                # No detection wants it and no other frame needs it: counted, not decoded.
+                self.frames_in += 1
+                clock.index += 1
+                self.frames_skipped += 1
+                continue
             else:
                 try:
                     frames = list(path.decode(packet))

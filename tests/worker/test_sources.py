@@ -138,6 +138,59 @@ def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(
     assert frames / 6 / 2 <= taken <= frames / 6 + 2, (taken, frames)
 
 
+def test_frames_no_detection_wants_and_no_frame_needs_are_counted_not_decoded(
+    assets: Path, backend: Backend
+) -> None:
+    """The street clip (50 fps, H.264 with B-frames) at detect_fps 5: its disposable pictures
+    between wanted frames are left undecoded (disposable.py), yet the stream plays at its rate,
+    counts every frame in and hands the detector its five frames a second."""
+    board, statuses = FrameBoard(), Statuses()
+    video = assets / "media" / "pedestrians-720p.avi"
+    source = StreamSource(stream(video, detect_fps=5), board, backend, statuses)
+    source.start()
+    taken: list[int] = []
+    try:
+        wait_until(lambda: bool(statuses.of("online")), 10)
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            packet = board.take(0.5)
+            if packet is not None:
+                taken.append(packet.index)
+                release(packet)
+        elapsed = time.monotonic() - started
+    finally:
+        source.stop()
+        source.join(5)
+    frames = source.frames_in
+    assert 0 < frames / elapsed <= 60, frames / elapsed  # paced at the file's 50 fps
+    assert source.frames_skipped > frames / 3, (source.frames_skipped, frames)
+    assert source.decode_errors == 0
+    # One frame in ten reaches the detector, about a fifth of a second apart in stream time.
+    assert frames / 10 / 2 <= len(taken) <= frames / 10 + 2, (taken, frames)
+    gaps = [b - a for a, b in itertools.pairwise(taken)]
+    assert gaps and all(8 <= g <= 13 for g in gaps), gaps
+
+
+def test_every_frame_is_decoded_when_every_frame_is_detected(
+    assets: Path, backend: Backend
+) -> None:
+    board, statuses = FrameBoard(), Statuses()
+    video = assets / "media" / "pedestrians-720p.avi"
+    source = StreamSource(stream(video, realtime=False), board, backend, statuses)
+    source.start()
+    indices: list[int] = []
+    try:
+        while len(indices) < 60:
+            packet = board.take(5.0)
+            assert packet is not None, "no frame from the file"
+            indices.append(packet.index)
+            release(packet)
+    finally:
+        source.stop()
+        source.join(5)
+    assert indices == list(range(1, 61)) and source.frames_skipped == 0
+
+
 def test_file_without_loop_ends_and_with_loop_starts_again(assets: Path, backend: Backend) -> None:
     video = assets / "media" / "traffic-720p.mp4"
     board, statuses = FrameBoard(), Statuses()
