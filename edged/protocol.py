@@ -260,6 +260,9 @@ class StreamCounters(msgspec.Struct, array_like=True, frozen=True):
     reconnects: int
     # times a playing live source was lost (closed, reset, stalled)
     disconnects: int = 0
+    # frames counted in but left undecoded: no detection wanted them and no other frame
+    # needed them (edged/worker/disposable.py)
+    frames_skipped: int = 0
 
 
 class Metrics(_Msg, frozen=True):

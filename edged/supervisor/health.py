@@ -196,6 +196,7 @@ class HealthTracker:
             "frames_in": c.frames_in if c else 0,
             "frames_processed": c.frames_processed if c else 0,
             "frames_dropped": c.frames_dropped if c else 0,
+            "frames_skipped": c.frames_skipped if c else 0,
             "decode_errors": c.decode_errors if c else 0,
             "reconnects": c.reconnects if c else 0,
             "disconnects": c.disconnects if c else 0,

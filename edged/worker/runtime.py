@@ -148,6 +148,7 @@ class WorkerRuntime:
                     s.decode_errors,
                     s.reconnects,
                     s.disconnects,
+                    s.frames_skipped,
                 )
                 for s in list(self._sources.values())
             )
