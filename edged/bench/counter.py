@@ -130,6 +130,17 @@ class Counter:
             self.per_stream.clear()
             self.latency_ms.clear()
 
+    def frames(self) -> int:
+        """Detections messages counted in the window so far."""
+        with self._lock:
+            return sum(c.messages for c in self.per_stream.values())
+
+    def counted(self) -> tuple[dict[str, StreamCount], list[float], list[tuple[float, int]]]:
+        """A copy of what was counted: per stream, latencies (ms), the broker's count samples."""
+        with self._lock:
+            per_stream = {k: StreamCount(**vars(v)) for k, v in self.per_stream.items()}
+            return per_stream, list(self.latency_ms), list(self.broker_received)
+
     def settle(self, until: float, timeout: float = 2.0) -> None:
         """Return once everything received before `until` (unix seconds) has been counted."""
 

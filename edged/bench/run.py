@@ -373,8 +373,7 @@ def run_daemon(
             _sleep_until(min(end, time.time() + 1.0), daemon)
             counter.check()
             elapsed = time.time() - start
-            with counter._lock:
-                frames = sum(c.messages for c in counter.per_stream.values())
+            frames = counter.frames()
             progress(
                 f"{label}: {elapsed:5.1f}/{plan.duration_s:g} s, {frames} frames, "
                 f"{frames / max(elapsed, 1e-3):6.1f} frames/s"
@@ -393,10 +392,8 @@ def run_daemon(
                 f"{label}: skipped {counter.bad_lines} unreadable subscriber message(s)",
                 file=sys.stderr,
             )
-        with counter._lock:
-            per_stream = {k: StreamCount(**vars(v)) for k, v in counter.per_stream.items()}
-            latency = list(counter.latency_ms)
-            published = _rate_between(counter.broker_received, start, end)
+        per_stream, latency, broker_counts = counter.counted()
+        published = _rate_between(broker_counts, start, end)
         frames = sum(c.messages for c in per_stream.values())
         busy = (_busy(machine1) - _busy(machine0)) / wall * 100.0
         health = dict(counter.health)

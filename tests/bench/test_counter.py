@@ -63,17 +63,18 @@ def _counts_and_skips(counter: bench_counter.Counter, port: int) -> None:
     _publish_all(port, messages)
     _until(lambda: counter.total == 5 and bool(counter.health))
     counter.settle(time.time())
-    with counter._lock:
-        assert {k: v.messages for k, v in counter.per_stream.items()} == {"s0": 3, "s1": 1}
-        s0 = counter.per_stream["s0"]
-        assert (s0.first_frame, s0.last_frame) == (2, 4)
-        assert start <= s0.first_at <= s0.last_at <= time.time()
-        assert len(counter.latency_ms) == 4
-        # Milliseconds (not seconds), and no message took longer than the test has run.
-        longest = (time.time() - start) * 1000.0
-        assert all(-5 < ms <= longest for ms in counter.latency_ms), (counter.latency_ms, longest)
-        assert counter.health == {"workers": {"cpu0": {"pid": 12}}}
-        assert counter.bad_lines >= 2
+    per_stream, latency_ms, _ = counter.counted()
+    assert counter.frames() == 4
+    assert {k: v.messages for k, v in per_stream.items()} == {"s0": 3, "s1": 1}
+    s0 = per_stream["s0"]
+    assert (s0.first_frame, s0.last_frame) == (2, 4)
+    assert start <= s0.first_at <= s0.last_at <= time.time()
+    assert len(latency_ms) == 4
+    # Milliseconds (not seconds), and no message took longer than the test has run.
+    longest = (time.time() - start) * 1000.0
+    assert all(-5 < ms <= longest for ms in latency_ms), (latency_ms, longest)
+    assert counter.health == {"workers": {"cpu0": {"pid": 12}}}
+    assert counter.bad_lines >= 2
 
 
 def test_mosquitto_sub_counts_with_its_own_stamps_and_is_stopped(broker: Broker) -> None:
