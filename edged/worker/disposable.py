@@ -47,11 +47,16 @@ class DisposableFrames:
             width = self._length_size
             at = 0
             while at + width < size:
+                end = at + width + int.from_bytes(data[at : at + width], "big")
+                if end > size:
+                    return None  # the lengths do not add up: not what the avcC record says
                 header = data[at + width]
                 if header & 0x1F in _VCL_TYPES:
                     return header
-                at += width + int.from_bytes(data[at : at + width], "big")
+                at = end
             return None
+        if not data.startswith((ANNEX_B_START, b"\x00" + ANNEX_B_START)):
+            return None  # not Annex-B after all: a length-prefixed packet is not guessed at
         at = 0
         while True:
             found = data.find(ANNEX_B_START, at)

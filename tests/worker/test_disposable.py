@@ -80,8 +80,17 @@ def test_other_codecs_are_never_skipped(codec: str) -> None:
     assert DisposableFrames("h264", None).disposable(b"\x00\x00\x01\x01\x88\x84")
 
 
-def test_a_packet_without_a_slice_is_kept() -> None:
+def test_a_packet_without_a_slice_or_in_another_framing_is_kept() -> None:
     frames = DisposableFrames("h264", None)
     assert not frames.disposable(b"")
+    # Length-prefixed where start codes were expected (an SEI, then a reference slice of 257
+    # bytes whose length reads like a start code before a non-reference header): the packet
+    # does not start with a start code, so it is not searched for one.
+    sei = b"\x00\x00\x00\x06\x06\x05\x01\x02\x03\x80"
+    assert not frames.disposable(sei + b"\x00\x00\x01\x01" + b"\x41" + bytes(256))
+    avcc = DisposableFrames("h264", bytes([1, 0x64, 0, 0x1F, 0xFF]))  # 4-byte lengths
+    assert avcc.disposable(b"\x00\x00\x00\x02\x01\x88")
+    # A length running past the packet: not what the record says, so not guessed at.
+    assert not avcc.disposable(b"\x00\x00\x00\x09\x01\x88")
     assert not frames.disposable(b"\x00\x00\x01\x09\x10")  # an access unit delimiter alone
     assert not frames.disposable(b"\x00\x00\x01\x65\x88")  # an IDR slice
