@@ -11,6 +11,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,6 +66,17 @@ def _run_figures(
 def _each(values: list[str]) -> str:
     """One figure per run, in order, as the summary lines print them: '0.892 / 0.890'."""
     return " / ".join(values)
+
+
+def _per_run(
+    doc: dict[str, Any], key: str, words: Callable[[Any, dict[str, Any]], str]
+) -> list[str]:
+    """One line per run that has `key`: '  N stream(s) mode      : ' and `words(value, run)`."""
+    return [
+        f"  {run['streams']} stream(s) {run['mode']:<10}: {words(run[key], run)}"
+        for run in doc["runs"]
+        if run.get(key) is not None
+    ]
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -143,34 +155,28 @@ def table(doc: dict[str, Any]) -> str:
         "host overhead per frame (core-ms: CPU of each process per frame beyond decode + "
         "letterbox + inference, all charged to the worker):"
     )
-    for run in doc["runs"]:
-        o = run.get("overhead_ms")
-        if not o:
-            continue
-        out.append(
-            f"  {run['streams']} stream(s) {run['mode']:<10}: worker {_f(o['worker'], 2)} + "
-            f"supervisor {_f(o['supervisor'], 2)} + broker {_f(o['broker'], 2)} + subscriber "
-            f"{_f(o['subscriber'], 2)} = {_f(o['total'], 2)}"
-        )
-    for run in doc["runs"]:
-        w = run.get("in_place_ms")
-        if not w:
-            continue
-        out.append(
-            f"  {run['streams']} stream(s) {run['mode']:<10}: worker threads, in place (alone): "
-            f"sources {_f(w['sources'], 2)} ({_f(w['sources_alone'], 2)} decode + letterbox), "
-            f"inference loops {_f(w['inference_loops'], 2)} ({_f(w['inference_alone'], 2)} "
-            f"inference + boxes/NMS; tracking and results have no figure alone), other "
-            f"{_f(w['other'], 2)} (main thread, threads that ended in the window)"
-        )
-    for run in doc["runs"]:
-        if run.get("supervisor_ms_per_message") is None:
-            continue
-        out.append(
-            f"  {run['streams']} stream(s) {run['mode']:<10}: supervisor "
-            f"{_f(run['supervisor_ms_per_message'], 3)} core-ms a MQTT message published "
-            f"({_f(run['published_per_s'])} messages/s: detections, events, retained state)"
-        )
+    out += _per_run(
+        doc,
+        "overhead_ms",
+        lambda o, run: f"worker {_f(o['worker'], 2)} + supervisor {_f(o['supervisor'], 2)} + "
+        f"broker {_f(o['broker'], 2)} + subscriber {_f(o['subscriber'], 2)} = "
+        f"{_f(o['total'], 2)}",
+    )
+    out += _per_run(
+        doc,
+        "in_place_ms",
+        lambda w, run: f"worker threads, in place (alone): sources {_f(w['sources'], 2)} "
+        f"({_f(w['sources_alone'], 2)} decode + letterbox), inference loops "
+        f"{_f(w['inference_loops'], 2)} ({_f(w['inference_alone'], 2)} inference + boxes/NMS; "
+        f"tracking and results have no figure alone), other {_f(w['other'], 2)} (main thread, "
+        "threads that ended in the window)",
+    )
+    out += _per_run(
+        doc,
+        "supervisor_ms_per_message",
+        lambda ms, run: f"supervisor {_f(ms, 3)} core-ms a MQTT message published "
+        f"({_f(run['published_per_s'])} messages/s: detections, events, retained state)",
+    )
     for run in doc["runs"]:
         if run["mode"] == "half-load":
             verdict = "ok" if run["latency_ok"] else "OVER"

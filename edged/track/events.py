@@ -149,13 +149,11 @@ class StreamEvents:
         assert self._regions is not None
         seen = [tr for tr in frame.tracks if tr.seen_now]
         containment = self._regions.containment([tr.anchor for tr in seen])
-        objects = self._objects
         for k, tr in enumerate(seen):
-            obj = objects.get(tr.id) or objects.setdefault(tr.id, _Object())
+            obj = self._object(tr.id)
             self._observe(tr, obj, ts, image, size, [c[k] for c in containment], out)
         for tr in frame.tracks:
-            # get() first: an _Object made only to be thrown away costs more than the lookup.
-            obj = objects.get(tr.id) or objects.setdefault(tr.id, _Object())
+            obj = self._object(tr.id)
             if not tr.confirmed:
                 continue
             if tr.stationary and not obj.stationary_sent:
@@ -173,6 +171,11 @@ class StreamEvents:
         out.extend(self._count(frame.tracks, ts))
         self.wants_snapshot = self._want_view and ts - self._pixels_at >= SNAPSHOT_GAP_S
         return out
+
+    def _object(self, track_id: int) -> _Object:
+        """The track's object, made on first sight."""
+        # get() first: an _Object made only to be thrown away costs more than the lookup.
+        return self._objects.get(track_id) or self._objects.setdefault(track_id, _Object())
 
     def _observe(
         self,
