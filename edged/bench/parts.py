@@ -12,6 +12,7 @@ load) ends the bench with the reason; nothing is left running.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -185,6 +186,98 @@ def measure_infer(worker: WorkerConfig, images: list[av.VideoFrame], frames: int
         backend.close()
     per = 1000.0 / frames
     return InferCost(pre * per, infer * per, infer_wall * per, post * per, frames)
+
+
+@dataclass(frozen=True)
+class PipelineCost:
+    """The parts chained, the way any pipeline on this machine must run them (`measure_pipeline`).
+
+    The limit adds up parts measured one at a time, each with the caches to itself; chained,
+    every decode follows an inference that evicted the decoder's data and every inference a
+    decode that evicted the model's. This is the frames/s the parts reach that way with nothing
+    of edged's around them: the most a daemon built from them could reach here.
+    """
+
+    threads: int
+    videos: tuple[str, ...]  # thread i plays videos[i % len(videos)]
+    fps: float
+    cpu_ms: float  # per frame, all threads of the process (boxes + NMS included)
+    frames: int
+
+
+def measure_pipeline(
+    worker: WorkerConfig, videos: list[str], threads: int, seconds: float
+) -> PipelineCost:
+    """Decode, letterbox, infer and decode boxes in one thread per core, each on its own video.
+
+    Each thread runs the parts in turn through the worker's own code (demux, the CPU backend's
+    media path with one FFmpeg thread, one inference session for all, `Detector`), looping its
+    file, with no board, tracking, pipe or MQTT. Frames are counted over `seconds` after every
+    thread has done a few (the first runs allocate ONNX Runtime's arena). A thread that fails
+    (a file that does not decode) ends the measurement with its error.
+    """
+    backend = make_backend(worker)
+    backend.load()
+    detector = Detector(worker)
+    stop = threading.Event()
+    counts = [0] * threads  # each thread writes only its own slot
+    errors: list[BaseException] = []
+
+    def chain(index: int) -> None:
+        video = videos[index % len(videos)]
+        config = StreamConfig(name=f"chain{index}", source=video, worker="bench", decoder_threads=1)
+        try:
+            while not stop.is_set():
+                container = open_container(config)
+                stream = container.streams.video[0]
+                path = HostMediaPath(stream, worker.input_size, 1)
+                try:
+                    for packet in container.demux(stream):
+                        for frame in path.decode(packet):
+                            model_input = path.prepare(frame)
+                            (output,) = backend.infer([model_input])
+                            path.release(model_input)
+                            scale, width, height = (
+                                model_input.scale, model_input.width, model_input.height
+                            )
+                            list(detector.postprocess(output, scale, width, height, 0.4))
+                            counts[index] += 1
+                        if stop.is_set():
+                            break
+                finally:
+                    path.close()
+                    container.close()
+        except BaseException as exc:  # reported by the measuring thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=chain, args=(i,), daemon=True) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while min(counts) < 5 and not errors and time.monotonic() < deadline:
+            stop.wait(0.05)
+        first = sum(counts), time.process_time(), time.perf_counter()
+        if not errors:
+            stop.wait(seconds)
+        last = sum(counts), time.process_time(), time.perf_counter()
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join()
+        backend.close()
+    if errors:
+        raise RuntimeError(f"the chained parts failed: {errors[0]}") from errors[0]
+    frames = last[0] - first[0]
+    if frames <= 0:
+        raise RuntimeError(f"the chained parts processed no frame in {seconds:g} s")
+    return PipelineCost(
+        threads,
+        tuple(videos),
+        frames / (last[2] - first[2]),
+        (last[1] - first[1]) * 1000.0 / frames,
+        frames,
+    )
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,20 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
     assert infer["cpu_ms"] == min(r["infer"]["pre_cpu_ms"] + r["infer"]["infer_cpu_ms"]
                                   for r in rounds), rounds
 
+    # The parts chained in one thread per core, in each round; the fastest round kept (a
+    # disturbance only slows the chain, which would flatter the daemon beside it).
+    chained = doc["parts"]["pipeline"]
+    assert chained["threads"] == doc["machine"]["cores"], chained
+    assert chained["fps"] == max(r["pipeline"]["fps"] for r in rounds), rounds
+    assert 0 < chained["ratio"] < 1.5 and chained["frames"] > 0, chained
+    # Its limit is over the videos its threads play, from the parts kept above.
+    played = [decode[i % len(decode)]["cpu_ms"] for i in range(chained["threads"])]
+    chain_work = sum(played) / len(played) + infer["cpu_ms"]
+    assert abs(chained["limit_fps"] - chained["threads"] * 1000 / chain_work) < 0.05, chained
+    assert abs(chained["overhead_ms"] - (chained["cpu_ms"] - chain_work)) < 0.01, chained
+    assert "the parts chained, same run" in done.stdout, done.stdout
+    assert f"(the parts chained alone: {chained['ratio']:.3f}" in done.stdout, done.stdout
+
     # A decoder edged does not own, measured in the same run, for each video.
     reference = doc["parts"]["reference"]
     assert [r["video"] for r in reference] == [d["video"] for d in decode]
