@@ -29,7 +29,7 @@ from edged import __version__
 from edged.stats import percentiles
 
 if TYPE_CHECKING:
-    from edged.bench.parts import DecodeCost, InferCost, PipelineCost, ReferenceCost
+    from edged.bench.parts import ChainCost, DecodeCost, InferCost, ReferenceCost
 
 DEFAULT_STREAMS = "1,2,4"
 SUSTAINED_PACE = 0.97  # decode keeps at least this share of the file's native rate
@@ -38,7 +38,7 @@ LATENCY_SLACK_MS = 5.0
 # Times each part is measured; the lowest figure is kept (`_bench`).
 PARTS_ROUNDS = 2
 # Seconds the chained parts are counted in each round (at most half of --duration).
-PIPELINE_S = 5.0
+CHAIN_S = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -164,10 +164,10 @@ def _bench(args: argparse.Namespace) -> int:
     worker = WorkerConfig(name="bench", model=model, threads=threads)
     # As a worker runs OpenCV: in the calling thread, no pool (edged/worker/scheduling.py).
     opencv_in_caller_thread()
-    rounds: list[tuple[list[DecodeCost], list[ReferenceCost], InferCost, PipelineCost]] = []
+    rounds: list[tuple[list[DecodeCost], list[ReferenceCost], InferCost, ChainCost]] = []
     samples: list[Any] = []
     # The chained parts need a few seconds to settle into a rate; a short bench gets a short one.
-    chain_s = min(PIPELINE_S, args.duration / 2)
+    chain_s = min(CHAIN_S, args.duration / 2)
     for r in range(PARTS_ROUNDS):
         decodes, references = [], []
         for video in videos:
@@ -181,15 +181,15 @@ def _bench(args: argparse.Namespace) -> int:
         progress(f"parts {r + 1}/{PARTS_ROUNDS}: letterbox + inference")
         letterbox_infer = parts.measure_infer(worker, samples, 60)
         progress(f"parts {r + 1}/{PARTS_ROUNDS}: the parts chained, {n_cores} thread(s)")
-        chained = parts.measure_pipeline(worker, videos, n_cores, chain_s)
+        chained = parts.measure_chain(worker, videos, n_cores, chain_s)
         rounds.append((decodes, references, letterbox_infer, chained))
     decodes = [min(per, key=_cpu_ms) for per in zip(*(r[0] for r in rounds), strict=True)]
     references = [min(per, key=_cpu_ms) for per in zip(*(r[1] for r in rounds), strict=True)]
     infer = min((r[2] for r in rounds), key=_cpu_ms)
     # The fastest round: a disturbance only slows the chain, and a slower chain would flatter
     # the daemon beside it.
-    pipeline = max((r[3] for r in rounds), key=lambda p: p.fps)
-    pipeline_limit = parts.saturation_limit(
+    chain = max((r[3] for r in rounds), key=lambda c: c.fps)
+    chain_limit = parts.saturation_limit(
         n_cores, [decodes[i % len(decodes)] for i in range(n_cores)], infer
     )
     progress("parts: tracking + events")
@@ -251,20 +251,20 @@ def _bench(args: argparse.Namespace) -> int:
             "decode": [vars(d) for d in decodes],
             "infer": {**vars(infer), "cpu_ms": infer.cpu_ms},
             "reference": [vars(r) for r in references],
-            "pipeline": {
-                **vars(pipeline),
-                "limit_fps": round(pipeline_limit.fps, 2),
-                "ratio": round(pipeline.fps / pipeline_limit.fps, 4),
-                "overhead_ms": round(pipeline.cpu_ms - pipeline_limit.work_ms, 3),
+            "chain": {
+                **vars(chain),
+                "limit_fps": round(chain_limit.fps, 2),
+                "ratio": round(chain.fps / chain_limit.fps, 4),
+                "overhead_ms": round(chain.cpu_ms - chain_limit.work_ms, 3),
             },
             # every round as measured; the figures above are each part's lowest (the
-            # pipeline's: its fastest)
+            # chain's: its fastest)
             "rounds": [
                 {
                     "decode": [vars(d) for d in ds],
                     "reference": [vars(f) for f in fs],
                     "infer": vars(i),
-                    "pipeline": vars(c),
+                    "chain": vars(c),
                 }
                 for ds, fs, i, c in rounds
             ],

@@ -189,8 +189,8 @@ def measure_infer(worker: WorkerConfig, images: list[av.VideoFrame], frames: int
 
 
 @dataclass(frozen=True)
-class PipelineCost:
-    """The parts chained, the way any pipeline on this machine must run them (`measure_pipeline`).
+class ChainCost:
+    """The parts chained, as any daemon on this machine must run them (`measure_chain`).
 
     The limit adds up parts measured one at a time, each with the caches to itself; chained,
     every decode follows an inference that evicted the decoder's data and every inference a
@@ -205,9 +205,9 @@ class PipelineCost:
     frames: int
 
 
-def measure_pipeline(
+def measure_chain(
     worker: WorkerConfig, videos: list[str], threads: int, seconds: float
-) -> PipelineCost:
+) -> ChainCost:
     """Decode, letterbox, infer and decode boxes in one thread per core, each on its own video.
 
     Each thread runs the parts in turn through the worker's own code (demux, the CPU backend's
@@ -258,8 +258,9 @@ def measure_pipeline(
         while min(counts) < 5 and not errors and time.monotonic() < deadline:
             stop.wait(0.05)
         first = sum(counts), time.process_time(), time.perf_counter()
-        if not errors:
-            stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not errors and time.monotonic() < deadline:
+            stop.wait(min(0.1, max(0.0, deadline - time.monotonic())))
         last = sum(counts), time.process_time(), time.perf_counter()
     finally:
         stop.set()
@@ -271,7 +272,7 @@ def measure_pipeline(
     frames = last[0] - first[0]
     if frames <= 0:
         raise RuntimeError(f"the chained parts processed no frame in {seconds:g} s")
-    return PipelineCost(
+    return ChainCost(
         threads,
         tuple(videos),
         frames / (last[2] - first[2]),

@@ -121,7 +121,7 @@ def table(doc: dict[str, Any]) -> str:
             f"decode reference, same run (core-ms/frame, file to model input): "
             f"{references[0]['name']} {refs}; edged's decode + letterbox is {ratios} of it"
         )
-    chained = parts.get("pipeline")
+    chained = parts.get("chain")
     if chained:
         out.append(
             f"the parts chained, same run ({chained['threads']} thread(s), one per core, each "
@@ -243,7 +243,7 @@ def summary(doc: dict[str, Any]) -> str:
 
 def _chained(doc: dict[str, Any]) -> str:
     """The summary's note of what the parts chained alone reached, where it was measured."""
-    chained = doc["parts"].get("pipeline")
+    chained = doc["parts"].get("chain")
     if not chained:
         return ""
     return (

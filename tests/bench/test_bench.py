@@ -50,9 +50,9 @@ def test_bench_one_stream_writes_sane_figures(tmp_path: Path, assets: Path) -> N
 
     # The parts chained in one thread per core, in each round; the fastest round kept (a
     # disturbance only slows the chain, which would flatter the daemon beside it).
-    chained = doc["parts"]["pipeline"]
+    chained = doc["parts"]["chain"]
     assert chained["threads"] == doc["machine"]["cores"], chained
-    assert chained["fps"] == max(r["pipeline"]["fps"] for r in rounds), rounds
+    assert chained["fps"] == max(r["chain"]["fps"] for r in rounds), rounds
     assert 0 < chained["ratio"] < 1.5 and chained["frames"] > 0, chained
     # Its limit is over the videos its threads play, from the parts kept above.
     played = [decode[i % len(decode)]["cpu_ms"] for i in range(chained["threads"])]

@@ -18,7 +18,7 @@ def test_the_chained_parts_do_every_part_for_every_frame(assets: Path, model_pat
     video = str(assets / "media" / "traffic-720p.mp4")
     decode, samples = parts.measure_decode(video, 60, 1)
     alone = parts.measure_infer(worker, samples, 20)
-    chained = parts.measure_pipeline(worker, [video], 1, 1.5)
+    chained = parts.measure_chain(worker, [video], 1, 1.5)
 
     assert chained.threads == 1 and chained.videos == (video,)
     assert chained.frames > 0
@@ -40,7 +40,7 @@ def test_a_chain_that_cannot_decode_its_video_says_which(
     worker = WorkerConfig(name="bench", model=str(model_path))
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="the chained parts failed") as failed:
-        parts.measure_pipeline(worker, [str(broken)], 1, 5.0)
+        parts.measure_chain(worker, [str(broken)], 1, 5.0)
     assert "broken.mp4" in str(failed.value)
     # It stops at the failure, not after the warm-up deadline or the counting window.
     assert time.monotonic() - started < 5.0
