@@ -20,7 +20,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import psutil
@@ -164,7 +164,7 @@ def _bench(args: argparse.Namespace) -> int:
     worker = WorkerConfig(name="bench", model=model, threads=threads)
     # As a worker runs OpenCV: in the calling thread, no pool (edged/worker/scheduling.py).
     opencv_in_caller_thread()
-    rounds: list[tuple[list[DecodeCost], list[ReferenceCost], InferCost, ChainCost]] = []
+    rounds: list[PartsRound] = []
     samples: list[Any] = []
     # The chained parts need a few seconds to settle into a rate; a short bench gets a short one.
     chain_s = min(CHAIN_S, args.duration / 2)
@@ -182,13 +182,15 @@ def _bench(args: argparse.Namespace) -> int:
         letterbox_infer = parts.measure_infer(worker, samples, 60)
         progress(f"parts {r + 1}/{PARTS_ROUNDS}: the parts chained, {n_cores} thread(s)")
         chained = parts.measure_chain(worker, videos, n_cores, chain_s)
-        rounds.append((decodes, references, letterbox_infer, chained))
-    decodes = [min(per, key=_cpu_ms) for per in zip(*(r[0] for r in rounds), strict=True)]
-    references = [min(per, key=_cpu_ms) for per in zip(*(r[1] for r in rounds), strict=True)]
-    infer = min((r[2] for r in rounds), key=_cpu_ms)
+        rounds.append(PartsRound(decodes, references, letterbox_infer, chained))
+    decodes = [min(per, key=_cpu_ms) for per in zip(*(r.decodes for r in rounds), strict=True)]
+    references = [
+        min(per, key=_cpu_ms) for per in zip(*(r.references for r in rounds), strict=True)
+    ]
+    infer = min((r.infer for r in rounds), key=_cpu_ms)
     # The fastest round: a disturbance only slows the chain, and a slower chain would flatter
     # the daemon beside it.
-    chain = max((r[3] for r in rounds), key=lambda c: c.fps)
+    chain = max((r.chain for r in rounds), key=lambda c: c.fps)
     chain_limit = parts.saturation_limit(
         n_cores, [decodes[i % len(decodes)] for i in range(n_cores)], infer
     )
@@ -261,12 +263,12 @@ def _bench(args: argparse.Namespace) -> int:
             # chain's: its fastest)
             "rounds": [
                 {
-                    "decode": [vars(d) for d in ds],
-                    "reference": [vars(f) for f in fs],
-                    "infer": vars(i),
-                    "chain": vars(c),
+                    "decode": [vars(d) for d in r.decodes],
+                    "reference": [vars(f) for f in r.references],
+                    "infer": vars(r.infer),
+                    "chain": vars(r.chain),
                 }
-                for ds, fs, i, c in rounds
+                for r in rounds
             ],
         },
         "runs": [],
@@ -315,6 +317,15 @@ def _bench(args: argparse.Namespace) -> int:
     progress.done()
     report.finish(doc, report.table(doc), tracking_costs, json_path, plot_path)
     return 0
+
+
+class PartsRound(NamedTuple):
+    """One round of the parts (`_bench` measures PARTS_ROUNDS of them and keeps the best)."""
+
+    decodes: list[DecodeCost]
+    references: list[ReferenceCost]
+    infer: InferCost
+    chain: ChainCost
 
 
 def _cpu_ms(cost: DecodeCost | ReferenceCost | InferCost) -> float:

@@ -111,26 +111,36 @@ def test_file_as_fast_as_it_decodes_loses_no_frame_and_reuses_buffers(
     assert statuses.of("online")
 
 
-def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(
-    assets: Path, backend: Backend
-) -> None:
+def _play_at_detect_fps_5(
+    video: Path, backend: Backend, seconds: float
+) -> tuple[StreamSource, list[int], float]:
+    """Play a file at its own rate with detect_fps 5 for `seconds` once it is online; return
+    the stopped source, the indices of the frames the detector got, and the seconds played."""
     board, statuses = FrameBoard(), Statuses()
-    video = assets / "media" / "traffic-720p.mp4"  # 30 fps
     source = StreamSource(stream(video, detect_fps=5), board, backend, statuses)
     source.start()
-    taken = 0
+    taken: list[int] = []
     try:
         wait_until(lambda: bool(statuses.of("online")), 10)
         started = time.monotonic()
-        while time.monotonic() - started < 2.0:
+        while time.monotonic() - started < seconds:
             packet = board.take(0.5)
             if packet is not None:
-                taken += 1
+                taken.append(packet.index)
                 release(packet)
         elapsed = time.monotonic() - started
     finally:
         source.stop()
         source.join(5)
+    return source, taken, elapsed
+
+
+def test_realtime_file_plays_at_its_frame_rate_and_detect_fps_thins_frames(
+    assets: Path, backend: Backend
+) -> None:
+    video = assets / "media" / "traffic-720p.mp4"  # 30 fps
+    source, indices, elapsed = _play_at_detect_fps_5(video, backend, 2.0)
+    taken = len(indices)
     frames = source.frames_in
     # Paced like a 30 fps camera: never faster (a loaded box may decode slower; then the file
     # falls behind its clock, it does not race to catch up).
@@ -146,23 +156,8 @@ def test_frames_no_detection_wants_and_no_frame_needs_are_counted_not_decoded(
     """The street clip (50 fps, H.264 with B-frames) at detect_fps 5: its disposable pictures
     between wanted frames are left undecoded (disposable.py), yet the stream plays at its rate,
     counts every frame in and hands the detector its five frames a second."""
-    board, statuses = FrameBoard(), Statuses()
     video = assets / "media" / "pedestrians-720p.avi"
-    source = StreamSource(stream(video, detect_fps=5), board, backend, statuses)
-    source.start()
-    taken: list[int] = []
-    try:
-        wait_until(lambda: bool(statuses.of("online")), 10)
-        started = time.monotonic()
-        while time.monotonic() - started < 3.0:
-            packet = board.take(0.5)
-            if packet is not None:
-                taken.append(packet.index)
-                release(packet)
-        elapsed = time.monotonic() - started
-    finally:
-        source.stop()
-        source.join(5)
+    source, taken, elapsed = _play_at_detect_fps_5(video, backend, 3.0)
     frames = source.frames_in
     assert 0 < frames / elapsed <= 60, frames / elapsed  # paced at the file's 50 fps
     assert source.frames_skipped > frames / 3, (source.frames_skipped, frames)
